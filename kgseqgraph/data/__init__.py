@@ -1,0 +1,36 @@
+"""The collaborative KG (HeteroData) builder, its views, sequences, splits and batching."""
+from .errors import LINE_COLUMN, DataFormatError
+from .graph import INTERACTS, BuildReport, build_collaborative_kg, kg_edge_types, sanitize_relation
+from .views import RelationalGraph, relational_view
+from .sequences import Sequences, user_sequences
+from .splits import LeaveOneOutSplit, leave_one_out
+from .batching import (IGNORE_INDEX, SequenceBatch, append_mask_token, cloze_mask, mask_id,
+                       pad_sequences, padding_id, shifted_targets, training_windows)
+from .describe import describe, format_description
+
+__all__ = [
+    "LINE_COLUMN",
+    "DataFormatError",
+    "INTERACTS",
+    "BuildReport",
+    "build_collaborative_kg",
+    "kg_edge_types",
+    "sanitize_relation",
+    "RelationalGraph",
+    "relational_view",
+    "Sequences",
+    "user_sequences",
+    "LeaveOneOutSplit",
+    "leave_one_out",
+    "IGNORE_INDEX",
+    "SequenceBatch",
+    "append_mask_token",
+    "cloze_mask",
+    "mask_id",
+    "pad_sequences",
+    "padding_id",
+    "shifted_targets",
+    "training_windows",
+    "describe",
+    "format_description",
+]

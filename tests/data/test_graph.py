@@ -1,0 +1,127 @@
+import pandas as pd
+import pytest
+import torch
+
+from kgseqgraph.data import (LINE_COLUMN, DataFormatError, build_collaborative_kg, relational_view,
+                             sanitize_relation)
+
+
+def _inter():
+    return pd.DataFrame({"user": ["u1", "u1", "u2", "u2", "u1"],
+                         "item": ["a", "b", "b", "c", "c"],
+                         "time": [10, 20, 5, 5, 15]})
+
+
+def _triples():
+    return pd.DataFrame({"head": ["m.a", "m.b", "m.x", "m.a", "m.a"],
+                         "relation": ["film.film.genre", "film.film.genre", "film.genre.sub",
+                                      "film.film.sequel", "film.film.genre"],
+                         "tail": ["m.x", "m.x", "m.y", "m.b", "m.x"]})
+
+
+def _links():
+    return pd.DataFrame({"item": ["a", "b"], "entity": ["m.a", "m.b"]})
+
+
+def test_sanitize_relation():
+    assert sanitize_relation("film.film.genre") == "film_film_genre"
+    assert sanitize_relation("http://rdf.freebase.com/ns/type.object.type") == "type_object_type"
+    assert sanitize_relation("3d.thing") == "r_3d_thing"
+
+
+def test_layout_and_counts():
+    data = build_collaborative_kg(_inter(), _triples(), _links(), item_text={"a": "A film"})
+    assert data["user"].num_nodes == 2 and data["item"].num_nodes == 3
+    assert data["user"].raw_id == ["u1", "u2"] and data["item"].raw_id == ["a", "b", "c"]
+    # linked KG heads became item nodes; m.x, m.y remain entities
+    assert data["entity"].raw_id == ["m.x", "m.y"]
+    ei = data["user", "interacts", "item"].edge_index
+    # sorted by user then time: u1: a(10), c(15), b(20); u2: b(5), c(5) in input order
+    assert ei.tolist() == [[0, 0, 0, 1, 1], [0, 2, 1, 1, 2]]
+    assert data["user", "interacts", "item"].time.tolist() == [10, 15, 20, 5, 5]
+    assert torch.equal(data["item", "rev_interacts", "user"].edge_index, ei.flip(0))
+    g = data["item", "film_film_genre", "entity"].edge_index
+    assert g.tolist() == [[0, 1], [0, 0]]  # duplicate (m.a genre m.x) dropped
+    assert data["entity", "rev_film_film_genre", "item"].edge_index.tolist() == [[0, 0], [0, 1]]
+    assert data["item", "film_film_sequel", "item"].edge_index.tolist() == [[0], [1]]
+    assert data["entity", "film_genre_sub", "entity"].edge_index.tolist() == [[0], [1]]
+    assert data.relation_names["film_film_genre"] == "film.film.genre"
+    assert data.build_report["triples_duplicate_dropped"] == 1
+    assert data.build_report["triples_item_item"] == 1
+    assert data["item"].text == ["A film", "", ""]
+    assert data.build_report["items_without_text"] == 2
+
+
+def test_relational_view_is_sorted_by_head_with_items_first():
+    data = build_collaborative_kg(_inter(), _triples(), _links())
+    v = relational_view(data)
+    assert v.node_offsets == {"item": 0, "entity": 3} and v.num_nodes == 5
+    assert torch.all(v.head[1:] >= v.head[:-1])
+    assert v.ptr[-1] == v.num_edges == 2 * 4  # 4 unique triples, both directions
+    for h in range(v.num_nodes):
+        assert torch.all(v.head[v.ptr[h]:v.ptr[h + 1]] == h)
+    names = v.relation_names
+    # each triple has its reverse
+    fwd = {(int(h), names[int(r)], int(t)) for h, r, t in zip(v.head, v.relation, v.tail)}
+    for h, r, t in list(fwd):
+        if not r.startswith("rev_"):
+            assert (t, "rev_" + r, h) in fwd
+    with_users = relational_view(data, node_types=("item", "entity", "user"))
+    assert "interacts" in with_users.relation_names and with_users.num_nodes == 7
+
+
+def test_missing_column_names_source():
+    bad = _inter().drop(columns=["time"])
+    with pytest.raises(DataFormatError, match=r"my\.inter.*missing column.*time"):
+        build_collaborative_kg(bad, sources={"interactions": "my.inter"})
+
+
+def test_bad_time_names_line():
+    inter = _inter()
+    inter["time"] = inter["time"].astype(object)
+    inter.loc[3, "time"] = "yesterday"
+    inter[LINE_COLUMN] = range(2, 7)
+    with pytest.raises(DataFormatError, match=r"x\.inter, line 5: .*'yesterday'"):
+        build_collaborative_kg(inter, sources={"interactions": "x.inter"})
+
+
+def test_unknown_link_item_is_an_error_or_counted():
+    links = pd.DataFrame({"item": ["a", "zz"], "entity": ["m.a", "m.z"], LINE_COLUMN: [2, 3]})
+    with pytest.raises(DataFormatError, match=r"f\.link, line 3: .*'zz'"):
+        build_collaborative_kg(_inter(), _triples(), links, sources={"links": "f.link"})
+    data = build_collaborative_kg(_inter(), _triples(), links, unknown_links="drop")
+    assert data.build_report["links_unknown_item_dropped"] == 1
+
+
+def test_empty_and_null_inputs():
+    with pytest.raises(DataFormatError, match="empty"):
+        build_collaborative_kg(_inter().iloc[:0])
+    inter = _inter()
+    inter.loc[2, "item"] = None
+    with pytest.raises(DataFormatError, match=r"row 2.*empty value in column 'item'"):
+        build_collaborative_kg(inter)
+
+
+def test_ambiguous_entity_link_counted():
+    links = pd.DataFrame({"item": ["a", "b"], "entity": ["m.a", "m.a"]})
+    data = build_collaborative_kg(_inter(), _triples(), links)
+    assert data.build_report["links_entity_to_several_items"] == 1
+
+
+def test_duplicate_interactions_counted():
+    inter = pd.concat([_inter(), _inter().iloc[:1]])
+    data = build_collaborative_kg(inter)
+    assert data.build_report["interactions_duplicate_kept"] == 1
+    data = build_collaborative_kg(inter, drop_duplicate_interactions=True)
+    assert data.build_report["interactions_duplicate_dropped"] == 1
+    assert data["user", "interacts", "item"].edge_index.size(1) == 5
+
+
+def test_datetime_time_and_hashable_ids():
+    inter = pd.DataFrame({"user": [(1, 2), (1, 2), 7], "item": [3.5, 4.5, 3.5],
+                          "time": pd.to_datetime(["2020-01-02", "2020-01-01", "2020-01-03"])})
+    data = build_collaborative_kg(inter)
+    assert data["user"].raw_id == [(1, 2), 7]
+    # the user's sequence is time-ordered: 4.5 (Jan 1) before 3.5 (Jan 2)
+    assert data["user", "interacts", "item"].edge_index[1].tolist() == [1, 0, 0]
+    assert data["user", "interacts", "item"].time[0].item() == 1577836800
