@@ -1,0 +1,173 @@
+"""The interface every sequential recommender implements, and what it gets for free.
+
+A model is a thin composition of layers (item embedder → sequence encoder → scorer). The trainer
+and the evaluators talk to it only through this interface and never branch on its name:
+
+* :meth:`SequentialRecommender.training_batch` turns a chunk of training sequences into the
+  model's training batch (shifted next-item targets, or a cloze-masked batch);
+* :meth:`SequentialRecommender.loss` returns a dict of named losses whose ``"loss"`` entry is
+  optimised;
+* :meth:`SequentialRecommender.score` returns full-catalogue scores ``[B, N]`` for input
+  sequences (what the full-ranking evaluator ranks);
+* :meth:`SequentialRecommender.recommend` gives top-k items for new sequences;
+* :meth:`SequentialRecommender.save_pretrained` / :meth:`from_pretrained` store the config as
+  JSON and the weights as safetensors, so a trained model reloads in one line.
+
+Graph-based models need the collaborative KG at construction time; ``from_pretrained`` takes it
+again as ``data=`` (the graph itself is never stored inside a checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..data.batching import SequenceBatch
+from ..data.sequences import Sequences
+
+__all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "atomic_write_bytes"]
+
+MODEL_REGISTRY: dict[str, type[SequentialRecommender]] = {}
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def register_model(name: str):
+    """Class decorator: make a model constructible by name (CLI, ``from_pretrained``)."""
+
+    def wrap(cls: type[SequentialRecommender]) -> type[SequentialRecommender]:
+        cls.model_name = name
+        MODEL_REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically (temporary file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class SequentialRecommender(nn.Module):
+    """Base class of next-item recommenders over a catalogue of ``num_items`` items.
+
+    Subclasses set ``config_class`` (a dataclass with at least ``num_items`` and ``max_len``),
+    build their layers in ``__init__(config, data=None)`` and implement :meth:`training_batch`,
+    :meth:`loss` and :meth:`score`.
+    """
+
+    model_name: ClassVar[str] = "base"
+    config_class: ClassVar[type] = object
+    needs_graph: ClassVar[bool] = False
+
+    def __init__(self, config: Any) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def num_items(self) -> int:
+        return int(self.config.num_items)
+
+    # ------------------------------------------------------------------ training
+    def training_batch(self, sequences: Sequences, generator: torch.Generator) -> dict[str, Tensor]:
+        """Turn training sequences (already cut to at most ``max_len + 1`` items) into a batch."""
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named losses for one batch; ``"loss"`` is the one the optimiser minimises."""
+        raise NotImplementedError
+
+    def on_train_step_start(self) -> None:
+        """Hook run before each optimiser step (e.g. invalidate cached graph embeddings)."""
+
+    # ------------------------------------------------------------------ inference
+    def score(self, sequences: Sequences) -> Tensor:
+        """Scores ``[B, num_items]`` of every catalogue item as the next item of each sequence."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def recommend(self, item_sequences: Sequences | list[list[int]], k: int = 10,
+                  exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
+        """Top-``k`` next items for each input sequence.
+
+        Args:
+            item_sequences: item-id sequences (oldest first), as :class:`Sequences` or lists.
+            k: number of items to return.
+            exclude_seen: never recommend an item already in the sequence.
+
+        Returns:
+            ``(items [B, k], scores [B, k])``, best first.
+        """
+        was_training = self.training
+        self.eval()
+        if not isinstance(item_sequences, Sequences):
+            item_sequences = Sequences.from_lists(item_sequences, self.num_items)
+        scores = self.score(item_sequences).float()
+        if exclude_seen and item_sequences.num_interactions:
+            row = torch.repeat_interleave(torch.arange(len(item_sequences)), item_sequences.lengths)
+            scores[row, item_sequences.items.to(scores.device)] = float("-inf")
+        top = torch.topk(scores, min(k, scores.size(1)), dim=1)
+        self.train(was_training)
+        return top.indices, top.values
+
+    # ------------------------------------------------------------------ persistence
+    def config_dict(self) -> dict[str, Any]:
+        cfg = dataclasses.asdict(self.config)
+        return {"model": self.model_name, "config": cfg}
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
+        from safetensors.torch import save
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
+        atomic_write_bytes(directory / CONFIG_NAME,
+                           json.dumps(self.config_dict(), indent=2, sort_keys=True).encode())
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike, data: Any = None,
+                        map_location: str | torch.device = "cpu") -> SequentialRecommender:
+        """Rebuild a model saved by :meth:`save_pretrained` (``data``: the graph, for graph models)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+        name = meta["model"]
+        if name not in MODEL_REGISTRY:
+            raise ValueError(f"{directory / CONFIG_NAME}: unknown model {name!r}; "
+                             f"known: {sorted(MODEL_REGISTRY)}")
+        model_cls = MODEL_REGISTRY[name]
+        if cls is not SequentialRecommender and not issubclass(model_cls, cls):
+            raise ValueError(f"{directory} holds a {name!r} model, not a {cls.__name__}")
+        config = model_cls.config_class(**meta["config"])
+        if model_cls.needs_graph:
+            if data is None:
+                raise ValueError(f"{name} needs the collaborative KG: pass data=<HeteroData>")
+            model = model_cls(config, data=data)
+        else:
+            model = model_cls(config)
+        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
+        model.load_state_dict(state)
+        return model.to(map_location)

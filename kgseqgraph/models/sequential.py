@@ -1,0 +1,213 @@
+r"""One composition for every ID-based sequential recommender:
+
+.. math::
+    \mathbf{T} = \mathrm{ItemEmbedder}() \in \mathbb{R}^{(N + 2) \times D}, \quad
+    \mathbf{H} = \mathrm{Encoder}(\mathbf{T}[s], \mathbf{M}), \quad
+    \hat{y}_{b,i} = \mathbf{h}_b^\top \mathbf{t}_i \;(i < N),
+
+where rows :math:`N` and :math:`N+1` of :math:`\mathbf{T}` are the padding and ``[mask]`` tokens.
+The same table embeds the input and scores the output (shared embeddings, as SASRec and BERT4Rec).
+
+Two training objectives, chosen by the preset, not by the trainer:
+
+* ``"next"`` (SASRec, GRU4Rec): every position predicts the item after it (causal encoders only);
+* ``"cloze"`` (BERT4Rec, KATRec): a fraction ``mask_prob`` of items is replaced by ``[mask]`` and
+  predicted; at inference ``[mask]`` is appended and its output scores the next item.
+
+The loss is the softmax cross-entropy over the whole catalogue at every target position.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.batching import (IGNORE_INDEX, append_mask_token, cloze_mask, pad_sequences,
+                             padding_id, shifted_targets)
+from ..data.sequences import Sequences
+from .base import SequentialRecommender, register_model
+
+__all__ = ["SequentialConfig", "SequentialModel", "SASRec", "BERT4Rec", "GRU4Rec", "IDEmbedder",
+           "build_encoder"]
+
+_ENCODERS = {
+    "sasrec": "SASRecEncoder",
+    "bert4rec": "BERT4RecEncoder",
+    "gru4rec": "GRU4RecEncoder",
+    "t5": "HFT5Encoder",
+    "gpt2": "HFGPT2Encoder",
+}
+
+
+def build_encoder(name: str, hidden_size: int, max_len: int, **kwargs: Any) -> nn.Module:
+    """Construct a sequence encoder of :mod:`kgseqgraph.nn.encoders` by short name."""
+    from .. import nn as kg_nn  # noqa: F401  (registers subpackages)
+    from ..nn import encoders
+
+    if name not in _ENCODERS:
+        raise ValueError(f"encoder must be one of {sorted(_ENCODERS)}, got {name!r}")
+    cls = getattr(encoders, _ENCODERS[name])
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
+    if "max_len" in fields:
+        kwargs.setdefault("max_len", max_len)
+    return cls(hidden_size=hidden_size, **kwargs)
+
+
+@dataclass
+class SequentialConfig:
+    """Configuration of :class:`SequentialModel` (JSON round-trips through ``save_pretrained``).
+
+    Args:
+        num_items: catalogue size :math:`N`.
+        max_len: longest input sequence (older items are cut).
+        hidden_size: width :math:`D` of item embeddings and encoder states.
+        encoder: ``sasrec``, ``bert4rec``, ``gru4rec``, ``t5`` or ``gpt2``.
+        encoder_kwargs: extra fields of the encoder's config (layers, heads, dropout…).
+        objective: ``"next"`` or ``"cloze"``.
+        mask_prob: cloze masking probability.
+        init_std: std of the normal init of item embeddings.
+    """
+
+    num_items: int
+    max_len: int = 50
+    hidden_size: int = 64
+    encoder: str = "sasrec"
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    objective: str = "next"
+    mask_prob: float = 0.2
+    init_std: float = 0.02
+
+    def __post_init__(self) -> None:
+        if self.objective not in {"next", "cloze"}:
+            raise ValueError(f"objective must be 'next' or 'cloze', got {self.objective!r}")
+        if self.num_items <= 0 or self.max_len <= 1:
+            raise ValueError("num_items must be positive and max_len > 1")
+
+
+class IDEmbedder(nn.Module):
+    r"""Plain ID embeddings: a table :math:`\mathbf{V} \in \mathbb{R}^{(N+2) \times D}` (items, then
+    padding, then ``[mask]``); the padding row is kept at zero."""
+
+    def __init__(self, num_items: int, dim: int, init_std: float = 0.02) -> None:
+        super().__init__()
+        self.num_items, self.dim, self.init_std = num_items, dim, init_std
+        self.weight = nn.Parameter(torch.empty(num_items + 2, dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.weight, std=self.init_std)
+        with torch.no_grad():
+            self.weight[self.num_items].zero_()
+
+    def forward(self) -> Tensor:
+        pad = torch.zeros(1, self.dim, device=self.weight.device, dtype=self.weight.dtype)
+        return torch.cat([self.weight[: self.num_items], pad, self.weight[self.num_items + 1:]])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.num_items} + 2, {self.dim})"
+
+
+class SequentialModel(SequentialRecommender):
+    """Item embedder → sequence encoder → dot-product scorer over the catalogue."""
+
+    config_class = SequentialConfig
+
+    def __init__(self, config: SequentialConfig, data: Any = None) -> None:
+        super().__init__(config)
+        self.item_embedder = self.build_item_embedder(config, data)
+        self.encoder = build_encoder(config.encoder, config.hidden_size, config.max_len,
+                                     **config.encoder_kwargs)
+        if config.objective == "next" and not getattr(self.encoder, "is_causal", False):
+            raise ValueError(f"objective 'next' needs a causal encoder; {config.encoder} is "
+                             "bidirectional (use objective='cloze')")
+        self._table_cache: Tensor | None = None
+
+    def build_item_embedder(self, config: SequentialConfig, data: Any) -> nn.Module:
+        return IDEmbedder(config.num_items, config.hidden_size, config.init_std)
+
+    # ------------------------------------------------------------------ embeddings
+    def item_table(self) -> Tensor:
+        """The ``[N + 2, D]`` table (recomputed while training, cached in eval mode)."""
+        if self.training:
+            self._table_cache = None
+            return self.item_embedder()
+        if self._table_cache is None:
+            self._table_cache = self.item_embedder()
+        return self._table_cache
+
+    def train(self, mode: bool = True) -> SequentialModel:
+        self._table_cache = None
+        return super().train(mode)
+
+    def encode(self, items: Tensor, mask: Tensor, table: Tensor | None = None) -> Tensor:
+        table = self.item_table() if table is None else table
+        return self.encoder(F.embedding(items, table), mask)
+
+    # ------------------------------------------------------------------ training
+    def training_batch(self, sequences: Sequences, generator: torch.Generator) -> dict[str, Tensor]:
+        cfg = self.config
+        pad = padding_id(cfg.num_items)
+        if cfg.objective == "next":
+            batch, targets = shifted_targets(pad_sequences(sequences, cfg.max_len + 1, pad))
+        else:
+            batch, targets = cloze_mask(pad_sequences(sequences, cfg.max_len, pad), cfg.num_items,
+                                        cfg.mask_prob, generator)
+        return {"items": batch.items, "mask": batch.mask, "targets": targets}
+
+    def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        table = self.item_table()
+        hidden = self.encode(batch["items"], batch["mask"], table)
+        targets = batch["targets"]
+        sel = targets != IGNORE_INDEX
+        logits = hidden[sel] @ table[: self.num_items].t()
+        rec = F.cross_entropy(logits, targets[sel])
+        return {"loss": rec, "rec_loss": rec.detach()}
+
+    # ------------------------------------------------------------------ inference
+    def sequence_representation(self, sequences: Sequences, table: Tensor) -> Tensor:
+        cfg = self.config
+        device = table.device
+        if cfg.objective == "cloze":
+            batch = append_mask_token(sequences, cfg.max_len, cfg.num_items).to(device)
+            return self.encode(batch.items, batch.mask, table)[:, -1]
+        batch = pad_sequences(sequences, cfg.max_len, padding_id(cfg.num_items)).to(device)
+        hidden = self.encode(batch.items, batch.mask, table)
+        return hidden[:, -1]  # left padding: the most recent item is in the last column
+
+    def score(self, sequences: Sequences) -> Tensor:
+        table = self.item_table()
+        return self.sequence_representation(sequences, table) @ table[: self.num_items].t()
+
+
+def _preset(name: str, encoder: str, objective: str, doc: str):
+    @register_model(name)
+    class Preset(SequentialModel):
+        __doc__ = doc
+
+        def __init__(self, config: SequentialConfig, data: Any = None) -> None:
+            if config.encoder != encoder or config.objective != objective:
+                raise ValueError(f"{name} uses encoder={encoder!r}, objective={objective!r}; "
+                                 "use SequentialModel for other combinations")
+            super().__init__(config, data)
+
+        @classmethod
+        def from_dataset(cls, num_items: int, **kwargs: Any) -> Preset:
+            return cls(SequentialConfig(num_items=num_items, encoder=encoder, objective=objective,
+                                        **kwargs))
+
+    Preset.__name__ = Preset.__qualname__ = {"sasrec": "SASRec", "bert4rec": "BERT4Rec",
+                                             "gru4rec": "GRU4Rec"}[name]
+    return Preset
+
+
+SASRec = _preset("sasrec", "sasrec", "next",
+                 "SASRec (Kang & McAuley, 2018): causal self-attention, next-item CE over the catalogue.")
+BERT4Rec = _preset("bert4rec", "bert4rec", "cloze",
+                   "BERT4Rec (Sun et al., 2019): bidirectional transformer trained with the cloze task.")
+GRU4Rec = _preset("gru4rec", "gru4rec", "next",
+                  "GRU4Rec (Hidasi et al., 2016), sequential CE variant as in RecBole.")
+register_model("sequential")(SequentialModel)
