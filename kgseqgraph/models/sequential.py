@@ -34,27 +34,21 @@ from .base import SequentialRecommender, register_model
 __all__ = ["SequentialConfig", "SequentialModel", "SASRec", "BERT4Rec", "GRU4Rec", "IDEmbedder",
            "build_encoder"]
 
-_ENCODERS = {
-    "sasrec": "SASRecEncoder",
-    "bert4rec": "BERT4RecEncoder",
-    "gru4rec": "GRU4RecEncoder",
-    "t5": "HFT5Encoder",
-    "gpt2": "HFGPT2Encoder",
-}
+_ENCODER_ALIASES = {"t5": "hf_t5", "gpt2": "hf_gpt2"}
 
 
 def build_encoder(name: str, hidden_size: int, max_len: int, **kwargs: Any) -> nn.Module:
-    """Construct a sequence encoder of :mod:`kgseqgraph.nn.encoders` by short name."""
-    from .. import nn as kg_nn  # noqa: F401  (registers subpackages)
+    """Construct a sequence encoder of :mod:`kgseqgraph.nn.encoders` by short name
+    (``sasrec``, ``bert4rec``, ``gru4rec``, ``t5``/``hf_t5``, ``gpt2``/``hf_gpt2``), passing
+    ``max_len`` to encoders that have positional embeddings."""
     from ..nn import encoders
 
-    if name not in _ENCODERS:
-        raise ValueError(f"encoder must be one of {sorted(_ENCODERS)}, got {name!r}")
-    cls = getattr(encoders, _ENCODERS[name])
+    key = _ENCODER_ALIASES.get(name, name)
+    cls = encoders._resolve(key)
     fields = {f.name for f in dataclasses.fields(cls.config_class)}
     if "max_len" in fields:
         kwargs.setdefault("max_len", max_len)
-    return cls(hidden_size=hidden_size, **kwargs)
+    return encoders.build_encoder(key, hidden_size=hidden_size, **kwargs)
 
 
 @dataclass
