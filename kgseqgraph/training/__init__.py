@@ -1,1 +1,29 @@
+"""Training: the :class:`Trainer` loop, its :class:`TrainConfig`, checkpoints and curves.
 
+Example:
+    >>> from kgseqgraph.training import TrainConfig, run_training
+    >>> result = run_training(model, split, TrainConfig(epochs=50, output_dir="runs/x"))
+    ... # doctest: +SKIP
+"""
+from .checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, rng_state,
+                         seed_everything, set_rng_state)
+from .config import TrainConfig, resolve_progress
+from .curves import plot_training_curve
+from .trainer import LinearSchedule, Trainer, TrainResult, resolve_device, run_training
+
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "TrainResult",
+    "LinearSchedule",
+    "run_training",
+    "seed_everything",
+    "resolve_device",
+    "resolve_progress",
+    "rng_state",
+    "set_rng_state",
+    "atomic_torch_save",
+    "atomic_write_json",
+    "load_checkpoint",
+    "plot_training_curve",
+]
