@@ -82,6 +82,11 @@ def sanitize_relation(name: str) -> str:
     return s
 
 
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (for readable error messages)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 def _where(frame: pd.DataFrame, pos: int, source: str) -> tuple[str, int | None]:
     if LINE_COLUMN in frame.columns:
         return source, int(frame[LINE_COLUMN].iloc[pos])
@@ -118,7 +123,7 @@ def _to_int64_time(frame: pd.DataFrame, source: str) -> np.ndarray:
         pos = int(np.flatnonzero(bad)[0])
         src, line = _where(frame, pos, source)
         raise DataFormatError(src, f"column 'time' must be a number or a datetime, got "
-                                   f"{col.iloc[pos]!r}", line)
+                                   f"{_plain(col.iloc[pos])!r}", line)
     values = numeric.to_numpy()
     if np.issubdtype(values.dtype, np.floating):
         values = np.round(values)
@@ -195,7 +200,7 @@ def build_collaborative_kg(
         if (arr < 0).any():
             pos = int(np.flatnonzero(arr < 0)[0])
             s, line = _where(inter, pos, src["interactions"])
-            raise DataFormatError(s, f"{col} {inter[col].iloc[pos]!r} is not in the given {what}", line)
+            raise DataFormatError(s, f"{col} {_plain(inter[col].iloc[pos])!r} is not in the given {what}", line)
 
     rating = None
     if "rating" in inter.columns:
@@ -203,7 +208,7 @@ def build_collaborative_kg(
         if np.isnan(rating).any():
             pos = int(np.flatnonzero(np.isnan(rating))[0])
             s, line = _where(inter, pos, src["interactions"])
-            raise DataFormatError(s, f"column 'rating' must be numeric, got {inter['rating'].iloc[pos]!r}",
+            raise DataFormatError(s, f"column 'rating' must be numeric, got {_plain(inter['rating'].iloc[pos])!r}",
                                   line)
 
     # Stable sort by (user, time, input row): each user's sequence becomes a contiguous slice.
@@ -247,7 +252,7 @@ def build_collaborative_kg(
             if unknown_links == "error":
                 pos = int(np.flatnonzero(unknown)[0])
                 s, line = _where(lk, pos, src["links"])
-                raise DataFormatError(s, f"links item {lk['item'].iloc[pos]!r} is not an item of the "
+                raise DataFormatError(s, f"links item {_plain(lk['item'].iloc[pos])!r} is not an item of the "
                                          f"interactions/catalogue ({int(unknown.sum())} such links); "
                                          f"pass unknown_links='drop' to drop them", line)
             report.add("links_unknown_item_dropped", int(unknown.sum()),
@@ -280,23 +285,25 @@ def build_collaborative_kg(
         report.add("triples_duplicate_dropped", before - len(tr), "repeated (head, relation, tail)")
         heads = tr["head"].to_numpy(dtype=object)
         tails = tr["tail"].to_numpy(dtype=object)
+        linked = pd.Index(list(entity_to_item.keys()))
+        linked_item = np.fromiter(entity_to_item.values(), dtype=np.int64, count=len(entity_to_item))
         # Entities that are not items, in order of first appearance (heads then tails, row-wise).
         both = pd.unique(np.stack([heads, tails], axis=1).reshape(-1))
-        entity_order = [e for e in both if e not in entity_to_item]
+        entity_order = list(both[linked.get_indexer(both) < 0]) if len(linked) else list(both)
         ent_index = pd.Index(entity_order)
 
         def locate(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            item_pos = np.fromiter((entity_to_item.get(x, -1) for x in col), dtype=np.int64,
-                                   count=len(col))
-            is_item = item_pos >= 0
-            pos = np.where(is_item, item_pos, ent_index.get_indexer(col))
+            lpos = linked.get_indexer(col) if len(linked) else np.full(len(col), -1)
+            is_item = lpos >= 0
+            pos = np.where(is_item, linked_item[np.maximum(lpos, 0)] if len(linked) else -1,
+                           ent_index.get_indexer(col))
             return pos, is_item
 
         h_pos, h_item = locate(heads)
         t_pos, t_item = locate(tails)
-        rel_raw = tr["relation"].astype(str).to_numpy()
-        sanitized: dict[str, str] = {}
-        for r in pd.unique(rel_raw):
+        rel_codes, rel_uniques = pd.factorize(tr["relation"].astype(str).to_numpy())
+        names: list[str] = []
+        for r in rel_uniques:
             s = sanitize_relation(r)
             if s in relation_names and relation_names[s] != r:
                 raise ValueError(f"{src['triples']}: relations {relation_names[s]!r} and {r!r} both "
@@ -304,23 +311,25 @@ def build_collaborative_kg(
             if s in {"interacts", "rev_interacts"} or s.startswith("rev_"):
                 raise ValueError(f"{src['triples']}: relation {r!r} uses a reserved name ({s!r})")
             relation_names[s] = r
-            sanitized[r] = s
-        rel = np.array([sanitized[r] for r in rel_raw], dtype=object)
+            names.append(s)
         data["entity"].num_nodes = len(entity_order)
         data["entity"].raw_id = entity_order
+        # one edge type per (relation, head is item, tail is item): group with one stable sort
+        group = rel_codes.astype(np.int64) * 4 + h_item.astype(np.int64) * 2 + t_item
+        order = np.argsort(group, kind="stable")
+        keys, starts = np.unique(group[order], return_index=True)
+        ends = np.append(starts[1:], len(order))
         n_item_item = 0
-        for s in relation_names:
-            sel_r = rel == s
-            for hi, ht in ((True, "item"), (False, "entity")):
-                for ti, tt in ((True, "item"), (False, "entity")):
-                    sel = sel_r & (h_item == hi) & (t_item == ti)
-                    if not sel.any():
-                        continue
-                    e = torch.from_numpy(np.stack([h_pos[sel], t_pos[sel]]).astype(np.int64))
-                    data[ht, s, tt].edge_index = e
-                    data[tt, f"rev_{s}", ht].edge_index = e.flip(0)
-                    if hi and ti:
-                        n_item_item += int(sel.sum())
+        for key, a, b in zip(keys.tolist(), starts.tolist(), ends.tolist()):
+            sel = order[a:b]
+            rel_name = names[key // 4]
+            ht = "item" if (key // 2) % 2 else "entity"
+            tt = "item" if key % 2 else "entity"
+            e = torch.from_numpy(np.stack([h_pos[sel], t_pos[sel]]).astype(np.int64))
+            data[ht, rel_name, tt].edge_index = e
+            data[tt, f"rev_{rel_name}", ht].edge_index = e.flip(0)
+            if ht == tt == "item":
+                n_item_item += len(sel)
         report.counts["triples"] = len(tr)
         report.counts["triples_item_item"] = n_item_item
         report.counts["relations"] = len(relation_names)
