@@ -97,7 +97,10 @@ class SequentialRecommender(nn.Module):
         raise NotImplementedError
 
     def on_train_step_start(self) -> None:
-        """Hook run before each optimiser step (e.g. invalidate cached graph embeddings)."""
+        """Hook run before each optimiser step."""
+
+    def on_fit_start(self, seed: int) -> None:
+        """Hook run once when a fresh training run starts (not on resume): pre-training stages."""
 
     # ------------------------------------------------------------------ inference
     def score(self, sequences: Sequences) -> Tensor:

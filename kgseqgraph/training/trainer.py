@@ -264,6 +264,7 @@ class Trainer:
         if self.epoch == 0 and not self._restored:
             seed_everything(cfg.seed, cfg.deterministic)
             self.generator.manual_seed(cfg.seed)
+            self.model.on_fit_start(cfg.seed)
         elif self.epoch > 0:
             log.info("continuing at epoch %d/%d (best %s %.5f at epoch %d)", self.epoch + 1,
                      cfg.epochs, cfg.valid_metric, self.best_metric, self.best_epoch)

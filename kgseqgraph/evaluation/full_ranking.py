@@ -1,0 +1,234 @@
+r"""Full-ranking evaluation streamed over chunks of users.
+
+Every user's target is ranked against the whole catalogue (minus the user's excluded items, see
+:mod:`kgseqgraph.evaluation.metrics`). Scores are requested ``chunk_size`` users at a time from
+``score_fn(start, end) -> [end - start, N]``; each chunk is reduced at once to two int64 counters
+per user (:class:`~kgseqgraph.evaluation.metrics.RankCounts`: items above the target, items tied
+with it), and the metrics are computed from the concatenated counters at the end. Hence
+
+* peak memory is the chunk's scores plus two ``[chunk, N]`` bool temporaries
+  (:math:`\approx \mathrm{chunk} \cdot N \cdot (\mathrm{itemsize} + 2)` bytes) plus 16 bytes a user;
+* the result is bit-for-bit the one of :func:`~kgseqgraph.evaluation.metrics.evaluate_scores` on
+  the full ``[B, N]`` matrix, whatever the chunk size (the counters are integers and the final
+  means are taken over the same per-user values in the same order).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .metrics import (
+    DEFAULT_KS,
+    ExcludeLike,
+    Exclusion,
+    RankCounts,
+    TieRule,
+    _check_ks,
+    _check_ties,
+    _mean,
+    metrics_from_counts,
+    rank_counts,
+    ranks_from_counts,
+)
+
+__all__ = ["ScoreFn", "evaluate_full_ranking", "full_ranking_counts", "FullRankingEvaluator",
+           "progress_enabled"]
+
+log = logging.getLogger("kgseqgraph")
+
+ScoreFn = Callable[[int, int], Tensor]
+"""``score_fn(start, end) -> Tensor[end - start, N]``: scores of every item for users
+``start … end - 1`` (any device, any real dtype)."""
+
+
+def progress_enabled(progress: bool) -> bool:
+    """Whether to draw a tqdm bar: asked for, stderr is a terminal and ``$CI`` is not set."""
+    if not progress:
+        return False
+    if os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}:
+        return False
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def _check_chunk(chunk_size: int) -> int:
+    if isinstance(chunk_size, bool) or int(chunk_size) != chunk_size or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return int(chunk_size)
+
+
+def full_ranking_counts(score_fn: ScoreFn, targets: Tensor, exclude: ExcludeLike = None,
+                        chunk_size: int = 1024, progress: bool = False,
+                        num_items: int | None = None) -> RankCounts:
+    """Rank counts of every user, streaming ``score_fn`` over chunks of users.
+
+    Args:
+        score_fn: ``score_fn(start, end) -> [end - start, N]``.
+        targets: ``[B]`` target items.
+        exclude: per-user excluded items over *all* ``B`` users (CSR pair, list, object with
+            ``.ptr/.items`` or bool mask ``[B, N]``); sliced per chunk.
+        chunk_size: users scored at a time.
+        progress: draw a tqdm bar (only on a terminal and outside CI).
+        num_items: expected ``N`` (checked against every chunk); inferred from the first chunk
+            when ``None``.
+
+    Returns:
+        :class:`~kgseqgraph.evaluation.metrics.RankCounts` on the CPU.
+    """
+    chunk_size = _check_chunk(chunk_size)
+    targets = torch.as_tensor(targets)
+    if targets.dim() != 1:
+        raise ValueError(f"targets must be 1-D [B], got shape {tuple(targets.shape)}")
+    b = targets.numel()
+    if b == 0:
+        raise ValueError("no users to evaluate (targets is empty)")
+    ex_all: Exclusion | None = None
+    parts: list[RankCounts] = []
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=b, unit="user", desc="full ranking", leave=False)
+    t0 = time.perf_counter()
+    try:
+        for start in range(0, b, chunk_size):
+            end = min(start + chunk_size, b)
+            scores = score_fn(start, end)
+            if not isinstance(scores, Tensor) or scores.dim() != 2 or scores.size(0) != end - start:
+                raise ValueError(f"score_fn({start}, {end}) must return a [{end - start}, N] "
+                                 f"tensor, got {type(scores).__name__} "
+                                 f"{tuple(getattr(scores, 'shape', ()))}")
+            if num_items is None:
+                num_items = scores.size(1)
+            elif scores.size(1) != num_items:
+                raise ValueError(f"score_fn({start}, {end}) returned {scores.size(1)} item "
+                                 f"columns, expected {num_items}")
+            if ex_all is None and exclude is not None:
+                ex_all = Exclusion.from_any(exclude, b, num_items)
+            ex = ex_all.slice(start, end) if ex_all is not None else None
+            c = rank_counts(scores.detach(), targets[start:end], ex)
+            parts.append(RankCounts(c.greater.cpu(), c.ties.cpu()))
+            del scores
+            if bar is not None:
+                bar.update(end - start)
+    finally:
+        if bar is not None:
+            bar.close()
+    elapsed = time.perf_counter() - t0
+    log.debug("full ranking: %d users x %d items in %.2fs (%.0f users/s)", b, num_items,
+              elapsed, b / max(elapsed, 1e-12))
+    return RankCounts.cat(parts)
+
+
+def evaluate_full_ranking(score_fn: ScoreFn, targets: Tensor, exclude: ExcludeLike = None,
+                          ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
+                          chunk_size: int = 1024, progress: bool = False,
+                          return_per_user: bool = False, num_items: int | None = None,
+                          ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
+    """Full-ranking metrics of all users, scored ``chunk_size`` users at a time.
+
+    Equal, bit for bit, to :func:`~kgseqgraph.evaluation.metrics.evaluate_scores` on the stacked
+    score matrix. Keys are plain (``"HR@10"``, ``"NDCG@10"``, ``"MAP@10"``, ``"MRR@10"``,
+    ``"MRR"``): the full-ranking protocol is the default one.
+
+    Args:
+        score_fn: ``score_fn(start, end) -> [end - start, N]``.
+        targets: ``[B]`` target items.
+        exclude: per-user excluded items of all users (see
+            :class:`~kgseqgraph.evaluation.metrics.Exclusion`); the target is never excluded.
+        ks: cut-offs.
+        ties: ``"pessimistic"`` (default), ``"expected"`` or ``"optimistic"``.
+        chunk_size: users scored at a time; memory grows as ``chunk_size * N``.
+        progress: tqdm bar (only on a terminal and outside CI).
+        return_per_user: also return per-user metrics and ``"rank"`` (float64 ``[B]``, CPU).
+        num_items: expected number of score columns (checked when given).
+    """
+    ks = _check_ks(ks)
+    _check_ties(ties)
+    counts = full_ranking_counts(score_fn, targets, exclude, chunk_size, progress, num_items)
+    per_user = metrics_from_counts(counts, ks, ties)
+    means = _mean(per_user)
+    if return_per_user:
+        per_user["rank"] = ranks_from_counts(counts, ties)
+        return means, per_user
+    return means
+
+
+class FullRankingEvaluator:
+    """Full-ranking evaluator a trainer can hold and call with a model.
+
+    Args:
+        ks: cut-offs.
+        ties: tie rule (see :mod:`kgseqgraph.evaluation.metrics`).
+        chunk_size: users scored at a time.
+        exclude_history: in :meth:`evaluate_model`, remove the items of each user's input sequence
+            from the ranking (the target stays even when it was seen before). ``False`` keeps them
+            (RecBole's full-sort protocol).
+        progress: tqdm bar (only on a terminal and outside CI).
+
+    Example:
+        >>> evaluator = FullRankingEvaluator(ks=(10, 20))
+        >>> metrics = evaluator.evaluate_model(model, split.inputs("valid"), split.targets("valid"))
+        ... # doctest: +SKIP
+    """
+
+    def __init__(self, ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
+                 chunk_size: int = 1024, exclude_history: bool = True,
+                 progress: bool = True) -> None:
+        self.ks = _check_ks(ks)
+        self.ties = _check_ties(ties)
+        self.chunk_size = _check_chunk(chunk_size)
+        self.exclude_history = bool(exclude_history)
+        self.progress = bool(progress)
+
+    def evaluate(self, score_fn: ScoreFn, targets: Tensor, exclude: ExcludeLike = None,
+                 return_per_user: bool = False, num_items: int | None = None,
+                 ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
+        """:func:`evaluate_full_ranking` with this evaluator's settings."""
+        return evaluate_full_ranking(score_fn, targets, exclude, self.ks, self.ties,
+                                     self.chunk_size, self.progress, return_per_user, num_items)
+
+    @torch.no_grad()
+    def evaluate_model(self, model: Any, inputs: Any, targets: Tensor,
+                       exclude: ExcludeLike = None, return_per_user: bool = False,
+                       ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
+        """Evaluate ``model.score(inputs.select(users)) -> [users, N]`` on every user of ``inputs``.
+
+        Args:
+            model: any object with ``score(sequences) -> [B, num_items]`` (a
+                :class:`~kgseqgraph.models.base.SequentialRecommender`); put in eval mode for
+                the call and restored afterwards.
+            inputs: input sequences (:class:`~kgseqgraph.data.Sequences`), one per target.
+            targets: ``[B]`` next items.
+            exclude: explicit exclusion sets; by default the input sequences themselves when
+                ``exclude_history`` is set, else nothing.
+        """
+        num_targets = torch.as_tensor(targets).numel()
+        if len(inputs) != num_targets:
+            raise ValueError(f"{len(inputs)} input sequences for {num_targets} targets")
+        if exclude is None and self.exclude_history:
+            exclude = (inputs.ptr, inputs.items)
+        was_training = getattr(model, "training", False)
+        if hasattr(model, "eval"):
+            model.eval()
+        try:
+            def score_fn(start: int, end: int) -> Tensor:
+                return model.score(inputs.select(torch.arange(start, end)))
+
+            return self.evaluate(score_fn, targets, exclude, return_per_user,
+                                 getattr(model, "num_items", None))
+        finally:
+            if was_training and hasattr(model, "train"):
+                model.train(True)
+
+    __call__ = evaluate_model
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(ks={self.ks}, ties={self.ties!r}, "
+                f"chunk_size={self.chunk_size}, exclude_history={self.exclude_history})")

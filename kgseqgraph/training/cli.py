@@ -1,0 +1,45 @@
+"""``kgseqgraph train``: load a dataset, split it, build a model by name, train, print results."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["run_train_command", "parse_options"]
+
+
+def parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``["key=value", …]`` with JSON values (bare words are taken as strings)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
+    from ..data import leave_one_out
+    from ..datasets.registry import load_dataset
+    from ..models.factory import build_model
+    from .config import TrainConfig
+    from .trainer import run_training, seed_everything
+
+    kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
+    data = load_dataset(args.dataset, args.root, **kwargs)
+    split = leave_one_out(data)
+    seed_everything(args.seed)
+    options = {"max_len": args.max_len, "hidden_size": args.hidden_size,
+               **parse_options(args.set)}
+    model = build_model(args.model, data, **options)
+    output_dir = args.output_dir or str(Path("runs") / f"{args.model}-{args.dataset}-seed{args.seed}")
+    config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         patience=args.patience, exclude_history=not args.keep_seen,
+                         sampled_negatives=args.sampled or None, output_dir=output_dir)
+    result = run_training(model, split, config, data=data, resume="auto" if args.resume else False)
+    return {"dataset": args.dataset, "model": args.model, "options": options, **result}

@@ -1,0 +1,139 @@
+"""Streamed full ranking: equal to the one-shot evaluation, chunk bookkeeping, model wrapper."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kgseqgraph.data import Sequences
+from kgseqgraph.evaluation import (
+    FullRankingEvaluator,
+    evaluate_full_ranking,
+    evaluate_scores,
+    full_ranking_counts,
+    progress_enabled,
+    rank_counts,
+)
+
+KS = (1, 5, 10, 20)
+
+
+def _case(num_users=257, num_items=60, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randint(0, 8, (num_users, num_items), generator=g).float()
+    scores[::5] = torch.rand(scores[::5].shape, generator=g)  # some rows without ties
+    targets = torch.randint(0, num_items, (num_users,), generator=g)
+    lengths = torch.randint(0, 12, (num_users,), generator=g)
+    ptr = torch.zeros(num_users + 1, dtype=torch.long)
+    ptr[1:] = lengths.cumsum(0)
+    idx = torch.randint(0, num_items, (int(ptr[-1]),), generator=g)
+    return scores, targets, (ptr, idx)
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "expected", "optimistic"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, 1000])
+def test_chunked_equals_unchunked_exactly(ties, chunk_size):
+    scores, targets, csr = _case()
+    ref_means, ref_per = evaluate_scores(scores, targets, ks=KS, exclude=csr, ties=ties,
+                                         return_per_user=True)
+    means, per = evaluate_full_ranking(lambda s, e: scores[s:e], targets, exclude=csr, ks=KS,
+                                       ties=ties, chunk_size=chunk_size, return_per_user=True)
+    assert means == ref_means  # bit-for-bit, not approx
+    assert per.keys() == ref_per.keys()
+    for k in per:
+        assert torch.equal(per[k], ref_per[k]), k
+
+
+def test_exclusion_forms_sliced_per_chunk():
+    scores, targets, (ptr, idx) = _case(num_users=40, seed=1)
+    rows = [idx[ptr[u]:ptr[u + 1]] for u in range(40)]
+    mask = torch.zeros(scores.shape, dtype=torch.bool)
+    for u, r in enumerate(rows):
+        mask[u, r] = True
+    ref = evaluate_scores(scores, targets, ks=KS, exclude=rows)
+    for form in ((ptr, idx), rows, mask, Sequences(ptr, idx, torch.arange(40), 60)):
+        got = evaluate_full_ranking(lambda s, e: scores[s:e], targets, exclude=form, ks=KS,
+                                    chunk_size=9)
+        assert got == ref
+    # exclusion really matters here
+    assert evaluate_full_ranking(lambda s, e: scores[s:e], targets, ks=KS, chunk_size=9) != ref
+
+
+def test_score_fn_called_on_contiguous_chunks():
+    scores, targets, _ = _case(num_users=23)
+    calls = []
+
+    def score_fn(start, end):
+        calls.append((start, end))
+        return scores[start:end]
+
+    counts = full_ranking_counts(score_fn, targets, chunk_size=10)
+    assert calls == [(0, 10), (10, 20), (20, 23)]
+    ref = rank_counts(scores, targets)
+    assert torch.equal(counts.greater, ref.greater) and torch.equal(counts.ties, ref.ties)
+
+
+def test_bad_score_fn_raises():
+    scores, targets, _ = _case(num_users=20)
+    with pytest.raises(ValueError, match="must return"):
+        evaluate_full_ranking(lambda s, e: scores[s:e + 1], targets, chunk_size=8)
+    with pytest.raises(ValueError, match="item columns"):
+        evaluate_full_ranking(lambda s, e: scores[s:e, : 60 - s % 2], targets, chunk_size=7)
+    with pytest.raises(ValueError, match="expected 61"):
+        evaluate_full_ranking(lambda s, e: scores[s:e], targets, num_items=61)
+    with pytest.raises(ValueError, match="chunk_size"):
+        evaluate_full_ranking(lambda s, e: scores[s:e], targets, chunk_size=0)
+    with pytest.raises(ValueError, match="no users"):
+        evaluate_full_ranking(lambda s, e: scores[s:e], targets[:0])
+    nan = scores.clone()
+    nan[15, 3] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate_full_ranking(lambda s, e: nan[s:e], targets, chunk_size=8)
+
+
+class _HistoryLover(torch.nn.Module):
+    """Scores the items of each input sequence highest, the next item second."""
+
+    def __init__(self, num_items: int, nxt: torch.Tensor):
+        super().__init__()
+        self.num_items = num_items
+        self.nxt = nxt
+        self.seen_training = []
+
+    def score(self, sequences: Sequences) -> torch.Tensor:
+        self.seen_training.append(self.training)
+        out = torch.zeros(len(sequences), self.num_items)
+        row = torch.repeat_interleave(torch.arange(len(sequences)), sequences.lengths)
+        out[row, sequences.items] = 2.0
+        out[torch.arange(len(sequences)), self.nxt[sequences.users]] = 1.0
+        return out
+
+
+def test_evaluator_with_model_excludes_history():
+    seqs = Sequences.from_lists([[1, 2], [3], [4, 5, 6], [7, 8]], num_items=10)
+    targets = torch.tensor([0, 9, 0, 9])
+    model = _HistoryLover(10, targets)
+    model.train()
+    ev = FullRankingEvaluator(ks=(1, 3), chunk_size=3, progress=False)
+    m = ev(model, seqs, targets)
+    assert m["HR@1"] == 1.0 and m["MRR"] == 1.0
+    assert model.training and model.seen_training == [False, False]  # eval inside, restored
+    keep = FullRankingEvaluator(ks=(1, 3), exclude_history=False, progress=False)
+    m2 = keep.evaluate_model(model, seqs, targets)
+    assert m2["HR@1"] == 0.0
+    # users' history lengths are 2, 1, 3, 2 → target ranks 3, 2, 4, 3
+    assert m2["HR@3"] == 0.75 and m2["MRR"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 4 + 1 / 3) / 4)
+    # a target seen before stays in the ranking (repeat consumption): it scores 2, the other
+    # history items are excluded, so it ranks first
+    m3 = ev.evaluate_model(model, seqs, torch.tensor([1, 3, 4, 7]))
+    assert m3["HR@1"] == 1.0
+    with pytest.raises(ValueError, match="targets"):
+        ev.evaluate_model(model, seqs, targets[:3])
+
+
+def test_progress_switch(monkeypatch):
+    assert not progress_enabled(False)
+    monkeypatch.setenv("CI", "true")
+    assert not progress_enabled(True)
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
+    assert not progress_enabled(True)
