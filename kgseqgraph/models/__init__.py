@@ -1,5 +1,7 @@
 """Recommenders as thin compositions of layers; all share :class:`SequentialRecommender`."""
 from .base import MODEL_REGISTRY, SequentialRecommender, register_model
+from .factory import build_model
+from .katrec import KATRec, KATRecConfig
 from .popularity import Popularity, PopularityConfig
 from .sequential import BERT4Rec, GRU4Rec, IDEmbedder, SASRec, SequentialConfig, SequentialModel
 
@@ -7,6 +9,9 @@ __all__ = [
     "MODEL_REGISTRY",
     "SequentialRecommender",
     "register_model",
+    "build_model",
+    "KATRec",
+    "KATRecConfig",
     "Popularity",
     "PopularityConfig",
     "SequentialConfig",

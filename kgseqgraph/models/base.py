@@ -139,12 +139,20 @@ class SequentialRecommender(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
-        from safetensors.torch import save
+        from safetensors.torch import save_model
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
+        # save_model de-duplicates tensors shared between modules (e.g. KATRec's TransR table,
+        # also the KG enricher's layer-0 input); written to a temporary file, then renamed.
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            save_model(self, tmp)
+            os.replace(tmp, directory / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         atomic_write_bytes(directory / CONFIG_NAME,
                            json.dumps(self.config_dict(), indent=2, sort_keys=True).encode())
         return directory
@@ -153,7 +161,7 @@ class SequentialRecommender(nn.Module):
     def from_pretrained(cls, directory: str | os.PathLike, data: Any = None,
                         map_location: str | torch.device = "cpu") -> SequentialRecommender:
         """Rebuild a model saved by :meth:`save_pretrained` (``data``: the graph, for graph models)."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load_model
 
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_NAME).read_text())
@@ -171,6 +179,5 @@ class SequentialRecommender(nn.Module):
             model = model_cls(config, data=data)
         else:
             model = model_cls(config)
-        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
-        model.load_state_dict(state)
+        load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(map_location))
         return model.to(map_location)

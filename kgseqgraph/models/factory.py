@@ -22,5 +22,6 @@ def build_model(name: str, data: HeteroData, **options: Any) -> SequentialRecomm
     unknown = sorted(set(options) - valid)
     if unknown:
         raise ValueError(f"{name}: unknown option(s) {unknown}; valid: {sorted(valid)}")
+    options = {**getattr(cls, "preset_defaults", {}), **options}
     config = cls.config_class(num_items=int(data["item"].num_nodes), **options)
     return cls(config, data=data) if cls.needs_graph else cls(config)

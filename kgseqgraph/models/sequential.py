@@ -63,6 +63,8 @@ class SequentialConfig:
         encoder_kwargs: extra fields of the encoder's config (layers, heads, dropout…).
         objective: ``"next"`` or ``"cloze"``.
         mask_prob: cloze masking probability.
+        last_item_mask_prob: cloze only: fraction of training windows in which only the last
+            item is masked, the position inference predicts (RecBole's ``ft_ratio``).
         init_std: std of the normal init of item embeddings.
     """
 
@@ -73,6 +75,7 @@ class SequentialConfig:
     encoder_kwargs: dict[str, Any] = field(default_factory=dict)
     objective: str = "next"
     mask_prob: float = 0.2
+    last_item_mask_prob: float = 0.0
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
@@ -109,6 +112,8 @@ class SequentialModel(SequentialRecommender):
     """Item embedder → sequence encoder → dot-product scorer over the catalogue."""
 
     config_class = SequentialConfig
+    #: config fields a preset fixes (filled in by :func:`~kgseqgraph.models.factory.build_model`)
+    preset_defaults: dict[str, Any] = {}
 
     def __init__(self, config: SequentialConfig, data: Any = None) -> None:
         super().__init__(config)
@@ -148,8 +153,16 @@ class SequentialModel(SequentialRecommender):
         if cfg.objective == "next":
             batch, targets = shifted_targets(pad_sequences(sequences, cfg.max_len + 1, pad))
         else:
-            batch, targets = cloze_mask(pad_sequences(sequences, cfg.max_len, pad), cfg.num_items,
-                                        cfg.mask_prob, generator)
+            padded = pad_sequences(sequences, cfg.max_len, pad)
+            batch, targets = cloze_mask(padded, cfg.num_items, cfg.mask_prob, generator)
+            if cfg.last_item_mask_prob > 0:
+                # left padding: the last real item sits in the last column
+                rows = (torch.rand(padded.items.size(0), generator=generator)
+                        < cfg.last_item_mask_prob) & padded.mask[:, -1]
+                batch.items[rows] = padded.items[rows]
+                targets[rows] = IGNORE_INDEX
+                batch.items[rows, -1] = cfg.num_items + 1
+                targets[rows, -1] = padded.items[rows, -1]
         return {"items": batch.items, "mask": batch.mask, "targets": targets}
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -181,6 +194,7 @@ def _preset(name: str, encoder: str, objective: str, doc: str):
     @register_model(name)
     class Preset(SequentialModel):
         __doc__ = doc
+        preset_defaults = {"encoder": encoder, "objective": objective}
 
         def __init__(self, config: SequentialConfig, data: Any = None) -> None:
             if config.encoder != encoder or config.objective != objective:
