@@ -1,1 +1,30 @@
+r"""Segment softmax / fused attention-aggregation ops for KG attention layers.
 
+Public API:
+
+* :func:`segment_softmax` — :math:`\alpha_e = \mathrm{softmax}_{e \in s}(\pi_e)` per segment.
+* :func:`segment_softmax_aggregate` — :math:`\mathrm{out}_s = \sum_{e \in s} \alpha_e x_e`, fused.
+* :func:`available_backends` — which of ``torch / triton / pyg / scatter`` run here.
+
+Triton is imported lazily (only when the Triton backend runs), so CPU-only installs work without it.
+"""
+from __future__ import annotations
+
+from .dispatch import BACKENDS, available_backends, triton_available, triton_interpret_mode
+from .segment_softmax import (
+    index_to_ptr,
+    ptr_to_index,
+    segment_softmax,
+    segment_softmax_aggregate,
+)
+
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "index_to_ptr",
+    "ptr_to_index",
+    "segment_softmax",
+    "segment_softmax_aggregate",
+    "triton_available",
+    "triton_interpret_mode",
+]
