@@ -8,9 +8,12 @@ its LLM-extracted attributes ``data['item'].x_attr`` and optionally the embeddin
 
 .. math::
     \mathbf{e}_i = \begin{cases}
-        \mathrm{PCA}_D(\mathbf{X})_i & \text{``reduction="pca"`` (a buffer, not trained)} \\
-        \mathbf{x}_i \mathbf{W}_r + \mathbf{b}_r & \text{``reduction="linear"``}
+        c\,\mathrm{PCA}_D(\mathbf{X})_i & \text{``reduction="pca"`` (a buffer, not trained)} \\
+        c\,\mathbf{x}_i \mathbf{W}_r + \mathbf{b}_r & \text{``reduction="linear"``}
     \end{cases}
+
+(:math:`c` rescales the fixed features to a global standard deviation of ``feature_scale``,
+by default the ``init_std`` of the ID embeddings)
 
 and fused with the ID embedding :math:`\mathbf{v}_i` by
 :func:`~kgseqgraph.nn.embed.fusion.build_fusion` (``sum``: :math:`\mathbf{v}_i +
@@ -50,6 +53,9 @@ class KIRecConfig(SequentialConfig):
             ``"linear"`` (learned :class:`~kgseqgraph.features.reduction.LinearProjection`).
         fusion: ``"sum"``, ``"gate"`` or ``"concat"``.
         feature_dropout: dropout on the reduced features while training.
+        feature_scale: global standard deviation the fixed features are rescaled to (``None``:
+            ``init_std``, the scale of the ID embeddings, so neither source dominates the fused
+            table and the initial logits stay small).
         seed: seeds the randomised PCA for very large feature matrices.
     """
 
@@ -60,6 +66,7 @@ class KIRecConfig(SequentialConfig):
     reduction: str = "pca"
     fusion: str = "sum"
     feature_dropout: float = 0.0
+    feature_scale: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -71,6 +78,8 @@ class KIRecConfig(SequentialConfig):
             raise ValueError(f"reduction must be 'pca' or 'linear', got {self.reduction!r}")
         if self.fusion not in {"sum", "gate", "concat"}:
             raise ValueError(f"fusion must be 'sum', 'gate' or 'concat', got {self.fusion!r}")
+        if self.feature_scale is not None and not self.feature_scale > 0:
+            raise ValueError(f"feature_scale must be > 0, got {self.feature_scale}")
         if not 0.0 <= self.feature_dropout < 1.0:
             raise ValueError(f"feature_dropout must lie in [0, 1), got {self.feature_dropout}")
 
@@ -107,23 +116,28 @@ class KnowledgeFusedEmbedder(nn.Module):
         fusion: ``"sum"``, ``"gate"`` or ``"concat"``.
         init_std: std of the ID embeddings.
         feature_dropout: dropout on :math:`\mathbf{e}` while training.
+        feature_scale: global std the fixed features are rescaled to (PCA output, or the raw
+            features before a learned projection); default ``init_std``.
         seed: PCA seed (randomised PCA only).
     """
 
     def __init__(self, features: Tensor, dim: int, reduction: str = "pca", fusion: str = "sum",
-                 init_std: float = 0.02, feature_dropout: float = 0.0, seed: int = 0) -> None:
+                 init_std: float = 0.02, feature_dropout: float = 0.0,
+                 feature_scale: float | None = None, seed: int = 0) -> None:
         super().__init__()
         num_items, feat_dim = features.shape
         self.num_items, self.dim, self.reduction = num_items, dim, reduction
+        scale = init_std if feature_scale is None else feature_scale
         self.ids = IDEmbedder(num_items, dim, init_std)
         if reduction == "pca":
             if dim > min(num_items, feat_dim):
                 raise ValueError(f"PCA to {dim} dimensions needs at least {dim} items and "
                                  f"features, got {tuple(features.shape)}")
-            self.register_buffer("features", pca_reduce(features, dim, seed=seed))
+            self.register_buffer("features", pca_reduce(features, dim, seed=seed) * scale)
             self.project = None
         elif reduction == "linear":
-            self.register_buffer("features", features.float().clone())
+            x = features.float()
+            self.register_buffer("features", x * (scale / x.std().clamp_min(1e-12)))
             self.project = LinearProjection(feat_dim, dim)
         else:
             raise ValueError(f"reduction must be 'pca' or 'linear', got {reduction!r}")
@@ -176,7 +190,8 @@ class KIRec(SequentialModel):
             raise ValueError(f"the model was built with {config.feature_dim} feature columns "
                              f"({config.features}) but data has {x.size(1)}")
         return KnowledgeFusedEmbedder(x, config.hidden_size, config.reduction, config.fusion,
-                                      config.init_std, config.feature_dropout, config.seed)
+                                      config.init_std, config.feature_dropout,
+                                      config.feature_scale, config.seed)
 
     @classmethod
     def from_dataset(cls, data: Any, **kwargs: Any) -> KIRec:
