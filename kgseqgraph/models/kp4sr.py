@@ -37,13 +37,12 @@ tokens (embeddings resized).
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +54,7 @@ from ..data.sequences import Sequences
 from ..prompts.knowledge import EntityNames, KnowledgePrompts, knowledge_prompts, load_templates
 from ..prompts.tree import (PersonalizedPrompt, TreeBatch, additive_attention_mask,
                             build_tree_tokens, collate_trees, tree_attention_mask)
-from .base import CONFIG_NAME, WEIGHTS_NAME, SequentialRecommender, atomic_write_bytes, register_model
+from .base import CONFIG_NAME, WEIGHTS_NAME, SequentialRecommender, register_model
 
 __all__ = ["KP4SRConfig", "KP4SR", "build_word_tokenizer", "word_vocabulary", "item_token",
            "SPECIAL_TOKENS"]
@@ -378,7 +377,8 @@ class KP4SR(SequentialRecommender):
         cfg = self.config
         hist = [int(i) for i in history][-cfg.max_len:]
         name = ""
-        if cfg.user_names == "raw" and self._user_raw is not None and 0 <= user < len(self._user_raw):
+        if (cfg.user_names == "raw" and self._user_raw is not None
+                and 0 <= user < len(self._user_raw)):
             name = self._user_raw[user]
         surf = [item_token(i) if cfg.item_surface == "token" else self.item_titles[i]
                 for i in hist]
@@ -547,16 +547,9 @@ class KP4SR(SequentialRecommender):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Config JSON + safetensors (tied T5 embeddings stored once each key, as copies) and,
+        """Config JSON + safetensors (tied T5 embeddings de-duplicated by the base class) and,
         with a pretrained tokenizer, the tokenizer in ``tokenizer/``."""
-        from safetensors.torch import save
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
-        atomic_write_bytes(directory / CONFIG_NAME,
-                           json.dumps(self.config_dict(), indent=2, sort_keys=True).encode())
+        directory = super().save_pretrained(directory)
         if self.config.pretrained:
             self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
         return directory
@@ -565,7 +558,7 @@ class KP4SR(SequentialRecommender):
     def from_pretrained(cls, directory: str | os.PathLike, data: Any = None,
                         map_location: str | torch.device = "cpu") -> KP4SR:
         """Rebuild a model saved by :meth:`save_pretrained` (``data``: the same graph)."""
-        from safetensors.torch import load_file
+        from safetensors.torch import load_model
 
         tf = _require_transformers()
         directory = Path(directory)
@@ -577,8 +570,5 @@ class KP4SR(SequentialRecommender):
         if (directory / TOKENIZER_DIR).is_dir():
             tok = tf.AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
         model = cls(config, data=data, tokenizer=tok, load_pretrained_weights=False)
-        model.load_state_dict(load_file(str(directory / WEIGHTS_NAME), device=str(map_location)))
+        load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(map_location))
         return model.to(map_location)
-
-    def config_dict(self) -> dict[str, Any]:
-        return {"model": self.model_name, "config": dataclasses.asdict(self.config)}

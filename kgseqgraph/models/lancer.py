@@ -7,8 +7,10 @@ Input of one user with history :math:`i_1 \dots i_T` and next item :math:`i_{T+1
 
 .. code-block:: text
 
-    [prefix: P knowledge tokens, every layer]  r_1 … r_T  "history :" title(i_1) ";" … title(i_T) ";" "next :"  title(i_{T+1}) [eos]
-     └ KnowledgePrompt (past keys/values)     └ ReasoningPrompt (input embeddings)                                    └ LM targets
+    [P knowledge tokens] r_1 … r_T history : title(i_1) ; … title(i_T) ; next : title(i_T+1) [eos]
+     KnowledgePrompt       ReasoningPrompt                                         LM targets
+     (keys/values of       (input embeddings)
+      every layer)
 
 Training minimises
 
@@ -50,13 +52,9 @@ prefix goes through ``transformers.DynamicCache``, which GPT-2 and Llama-archite
 """
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import json
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -67,7 +65,7 @@ from ..data.batching import pad_sequences, padding_id
 from ..data.sequences import Sequences
 from ..nn.encoders.base import left_align
 from ..prompts.lancer import KnowledgePrompt, ReasoningPrompt, extend_attention_mask, prefix_cache
-from .base import CONFIG_NAME, WEIGHTS_NAME, SequentialRecommender, atomic_write_bytes, register_model
+from .base import SequentialRecommender, register_model
 
 __all__ = ["LANCERConfig", "LANCER", "build_word_tokenizer", "max_pooled_embeddings",
            "knowledge_texts"]
@@ -316,7 +314,7 @@ class LANCER(SequentialRecommender):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.tokenizer = self._build_tokenizer(config, data)
-            self.lm = self._build_lm(config, len(self.tokenizer))
+            self.lm = self._build_lm(config, self.tokenizer)
             self._setup_text(titles, know)
             self._build_modules(config, data)
         if config.freeze_backbone:
@@ -332,16 +330,18 @@ class LANCER(SequentialRecommender):
         from transformers import AutoTokenizer
 
         path = config.pretrained if config.tokenizer == "pretrained" else config.tokenizer
-        kw = {"gguf_file": config.gguf_file} if config.gguf_file and path == config.pretrained else {}
+        same = config.gguf_file and path == config.pretrained
+        kw = {"gguf_file": config.gguf_file} if same else {}
         tok = AutoTokenizer.from_pretrained(path, **kw)
         if tok.eos_token_id is None:
             raise ValueError(f"tokenizer {path!r} has no end-of-text token")
         return tok
 
     @staticmethod
-    def _build_lm(config: LANCERConfig, vocab_size: int) -> nn.Module:
+    def _build_lm(config: LANCERConfig, tokenizer: Any) -> nn.Module:
         import transformers as tf
 
+        vocab_size = len(tokenizer)
         kw: dict[str, Any] = {}
         if config.attn_implementation is not None:
             kw["attn_implementation"] = config.attn_implementation
@@ -358,7 +358,12 @@ class LANCER(SequentialRecommender):
                 "model_type": "gpt2", "n_embd": config.hidden_size, "n_layer": config.num_layers,
                 "n_head": config.num_heads, "n_positions": 1024})
             model_type = d.pop("model_type", "gpt2")
-            d.update(vocab_size=vocab_size, bos_token_id=2, eos_token_id=3, pad_token_id=0)
+            eos = tokenizer.eos_token_id
+            d.update(vocab_size=vocab_size, eos_token_id=eos,
+                     bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None
+                     else eos,
+                     pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                     else eos)
             bc = tf.AutoConfig.for_model(model_type, **d)
             lm = tf.AutoModelForCausalLM.from_config(bc, **kw)
         if getattr(lm.config, "is_encoder_decoder", False):
@@ -448,7 +453,8 @@ class LANCER(SequentialRecommender):
         return t + self.item_id.weight if self.item_id is not None else t
 
     def item_representations(self) -> Tensor:
-        """``[N, D]`` unit-norm item side of the cosine scores, :math:`\\mathbf{W}_t \\mathbf{t}_i`."""
+        """``[N, D]`` unit-norm item side of the cosine scores,
+        :math:`\\mathbf{W}_t \\mathbf{t}_i`."""
         return F.normalize(self.item_proj(self.item_embeddings()), dim=-1)
 
     def reasoning_prompts(self, items: Tensor, mask: Tensor,
@@ -650,7 +656,7 @@ class LANCER(SequentialRecommender):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    total += float(loss)
+                    total += float(loss.detach())
                     steps += 1
                 losses.append(total / max(steps, 1))
                 log.info("LANCER knowledge pre-training epoch %d: LM loss %.4f", epoch + 1,
@@ -677,7 +683,8 @@ class LANCER(SequentialRecommender):
         return self._run(a["embeds"], a["mask"], a["positions"], cache=cache), a
 
     def embedding_scores(self, sequences: Sequences) -> Tensor:
-        """Cheap mode: :math:`\\cos(\\mathbf{W}_u \\mathbf{h}_b, \\mathbf{W}_t \\mathbf{t}_i)/\\tau`."""
+        """Cheap mode:
+        :math:`\\cos(\\mathbf{W}_u \\mathbf{h}_b, \\mathbf{W}_t \\mathbf{t}_i)/\\tau`."""
         hidden, a = self._prompt_states(sequences)
         u = self._user_vectors(hidden, a["end"])
         return (u @ self.item_representations().t()) / self.config.temperature
@@ -773,19 +780,6 @@ class LANCER(SequentialRecommender):
     def generation_scores(self, sequences: Sequences) -> Tensor:
         """Generate a title per sequence, score every item by :meth:`match_texts`."""
         return self.match_texts(self.generate_titles(sequences))
-
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """As the base class, but tied weights (LM head = token table) are stored as copies."""
-        from safetensors.torch import save
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().clone().contiguous() for k, v in self.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_NAME, save(state))
-        atomic_write_bytes(directory / CONFIG_NAME,
-                           json.dumps(self.config_dict(), indent=2, sort_keys=True).encode())
-        return directory
 
     @property
     def pretrain_texts(self) -> list[str]:
