@@ -8,11 +8,11 @@ from torch import Tensor, nn
 __all__ = ["GateFusion", "ConcatFusion", "SumFusion", "build_fusion"]
 
 
-class GateFusion(nn.Module):
-    r"""KATRec's fusion layer: a fully connected layer with a sigmoid over the concatenation,
+class ConcatFusion(nn.Module):
+    r"""Concatenation followed by a linear map (KATRec's "concat instead of gate" ablation):
 
     .. math::
-        \mathbf{f}_i = \sigma\big((\mathbf{v}_i \,\Vert\, \mathbf{e}_i)\,\mathbf{W} + \mathbf{b}\big),
+        \mathbf{f}_i = (\mathbf{v}_i \,\Vert\, \mathbf{e}_i)\,\mathbf{W} + \mathbf{b},
         \qquad \mathbf{W} \in \mathbb{R}^{(d_v + d_e) \times d}.
 
     Args:
@@ -33,32 +33,23 @@ class GateFusion(nn.Module):
         nn.init.zeros_(self.lin.bias)
 
     def forward(self, v: Tensor, e: Tensor) -> Tensor:
-        return torch.sigmoid(self.lin(torch.cat([v, e], dim=-1)))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.id_dim} + {self.other_dim} -> {self.out_dim})"
-
-
-class ConcatFusion(nn.Module):
-    r"""Concatenation followed by a linear map: :math:`\mathbf{f}_i = (\mathbf{v}_i \Vert \mathbf{e}_i)\mathbf{W} + \mathbf{b}`
-    (KATRec's "concat instead of gate" ablation)."""
-
-    def __init__(self, id_dim: int, other_dim: int, out_dim: int | None = None) -> None:
-        super().__init__()
-        self.id_dim, self.other_dim = id_dim, other_dim
-        self.out_dim = out_dim or id_dim
-        self.lin = nn.Linear(id_dim + other_dim, self.out_dim)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.xavier_uniform_(self.lin.weight)
-        nn.init.zeros_(self.lin.bias)
-
-    def forward(self, v: Tensor, e: Tensor) -> Tensor:
         return self.lin(torch.cat([v, e], dim=-1))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id_dim} + {self.other_dim} -> {self.out_dim})"
+
+
+class GateFusion(ConcatFusion):
+    r"""KATRec's fusion layer: a fully connected layer with a sigmoid over the concatenation,
+
+    .. math::
+        \mathbf{f}_i = \sigma\big((\mathbf{v}_i \,\Vert\, \mathbf{e}_i)\,\mathbf{W} + \mathbf{b}\big).
+
+    Arguments as :class:`ConcatFusion`.
+    """
+
+    def forward(self, v: Tensor, e: Tensor) -> Tensor:
+        return torch.sigmoid(super().forward(v, e))
 
 
 class SumFusion(nn.Module):

@@ -1,0 +1,182 @@
+r"""Graph-enriched item embeddings: a stack of :class:`~kgseqgraph.nn.conv.KGAttentionConv` layers
+run on the collaborative KG (the KG part of KATRec / KGAT)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Embedding, ModuleList
+
+from ...data.views import RelationalGraph, relational_view
+from ..conv.kg_attention import KGAttentionConv
+from ..kge import TransR
+
+__all__ = ["KGEnricher"]
+
+
+class KGEnricher(torch.nn.Module):
+    r"""Item (and entity / user) embeddings enriched by :math:`L` layers of knowledge-aware
+    attentive propagation over the collaborative KG:
+
+    .. math::
+        \mathbf{e}^{(l)} = \frac{\mathrm{KGAttentionConv}_l(\mathbf{e}^{(l-1)})}
+        {\|\mathrm{KGAttentionConv}_l(\mathbf{e}^{(l-1)})\|_2},
+        \qquad
+        \mathbf{e}^{*} = \mathbf{e}^{(0)} \,\|\, \mathbf{e}^{(1)} \,\|\, \cdots \,\|\,
+        \mathbf{e}^{(L)},
+
+    so the output size is ``in_channels + sum(hidden_channels)`` (64 + 32 + 16 + 16 = 128 by
+    default). :math:`\mathbf{e}^{(0)}` comes from the module's own table over all nodes, or — for
+    the item rows — from embeddings passed to :meth:`forward` (e.g. a sequence model's item table).
+
+    The relation-typed view of the graph (:func:`~kgseqgraph.data.relational_view`, edges sorted
+    by head with CSR offsets) is built once and kept as buffers, so ``.to(device)`` moves it.
+
+    Args:
+        graph: the collaborative KG :class:`~torch_geometric.data.HeteroData` or a prepared
+            :class:`~kgseqgraph.data.RelationalGraph`.
+        in_channels: size of :math:`\mathbf{e}^{(0)}`.
+        hidden_channels: output size of each layer; its length is :math:`L` (``(32,)`` is the
+            one-level ablation).
+        node_types: node types propagated over (``("item", "entity")``: KATRec's KG; add
+            ``"user"`` for KGAT's collaborative KG). Ignored for a ``RelationalGraph``.
+        aggregator: ``"bi-interaction"``, ``"gcn"`` or ``"graphsage"``.
+        dropout: message dropout of every layer.
+        use_attention: ``False`` gives uniform weights :math:`1/|\mathcal{N}_h|` (the
+            no-attention ablation).
+        reuse_attention: compute the attention once, in layer 1 from :math:`\mathbf{e}^{(0)}`,
+            and reuse it in every layer (KGAT's scheme); by default each layer attends with its
+            own :math:`\mathbf{W}_r, \mathbf{e}_r` on its own input.
+        kge: a :class:`~kgseqgraph.nn.kge.TransR` to share with (KATRec): its node table is
+            :math:`\mathbf{e}^{(0)}` and its :math:`\mathbf{W}_r, \mathbf{e}_r` score the first
+            layer's attention (later layers have their own unless ``reuse_attention``).
+        normalize: L2-normalise each layer's output.
+        backend: attention backend of the convs (see :class:`~kgseqgraph.nn.conv.KGAttentionConv`).
+        negative_slope: LeakyReLU slope of the aggregators.
+    """
+
+    def __init__(self, graph, in_channels: int = 64, hidden_channels: Sequence[int] = (32, 16, 16),
+                 node_types: Sequence[str] = ("item", "entity"), aggregator: str = "bi-interaction",
+                 dropout: float = 0.1, use_attention: bool = True, reuse_attention: bool = False,
+                 kge: TransR | None = None, normalize: bool = True, backend: str = "auto",
+                 negative_slope: float = 0.2) -> None:
+        super().__init__()
+        view = graph if isinstance(graph, RelationalGraph) else relational_view(graph, node_types)
+        hidden = [int(h) for h in hidden_channels]
+        if any(h < 1 for h in hidden):
+            raise ValueError(f"hidden_channels must be positive sizes, got {hidden_channels}")
+        if "item" not in view.node_offsets:
+            raise ValueError(f"the graph view has no 'item' nodes (node types {list(view.node_offsets)})")
+        self.num_nodes = view.num_nodes
+        self.num_relations = view.num_relations
+        self.node_offsets = dict(view.node_offsets)
+        self.node_counts = dict(view.node_counts)
+        self.relation_names = list(view.relation_names)
+        self.in_channels = int(in_channels)
+        self.hidden_channels = tuple(hidden)
+        self.normalize = normalize
+        self.use_attention = use_attention
+        self.reuse_attention = reuse_attention and use_attention
+        self.register_buffer("edge_index", view.edge_index.contiguous(), persistent=False)
+        self.register_buffer("edge_type", view.relation.contiguous(), persistent=False)
+        self.register_buffer("ptr", view.ptr.contiguous(), persistent=False)
+
+        if kge is not None:
+            if not isinstance(kge, TransR):
+                raise TypeError(f"kge must be a TransR model, got {type(kge).__name__}")
+            if (kge.num_nodes, kge.num_relations, kge.embedding_dim) != (
+                    self.num_nodes, self.num_relations, self.in_channels):
+                raise ValueError(
+                    f"kge is sized ({kge.num_nodes} nodes, {kge.num_relations} relations, dim "
+                    f"{kge.embedding_dim}) but the graph view needs ({self.num_nodes}, "
+                    f"{self.num_relations}, {self.in_channels})")
+        self.kge = kge
+        self.node_emb = kge.node_emb if kge is not None else Embedding(self.num_nodes, in_channels)
+
+        dims = [self.in_channels, *hidden]
+        convs = []
+        for layer, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+            owns_relations = use_attention and not (layer == 0 and kge is not None) \
+                and not (layer > 0 and self.reuse_attention)
+            convs.append(KGAttentionConv(
+                d_in, d_out, self.num_relations if owns_relations else None,
+                aggregator=aggregator, dropout=dropout, negative_slope=negative_slope,
+                use_attention=use_attention, backend=backend, cached=True))
+        self.convs = ModuleList(convs)
+        if kge is None:
+            torch.nn.init.xavier_uniform_(self.node_emb.weight)
+
+    @property
+    def out_channels(self) -> int:
+        return self.in_channels + sum(self.hidden_channels)
+
+    @property
+    def num_items(self) -> int:
+        return self.node_counts["item"]
+
+    def reset_parameters(self) -> None:
+        if self.kge is not None:
+            self.kge.reset_parameters()
+        else:
+            torch.nn.init.xavier_uniform_(self.node_emb.weight)
+        for conv in self.convs:
+            conv.reset_parameters()
+
+    def node_slice(self, node_type: str) -> slice:
+        if node_type not in self.node_offsets:
+            raise KeyError(f"node type {node_type!r} is not propagated (have "
+                           f"{list(self.node_offsets)})")
+        start = self.node_offsets[node_type]
+        return slice(start, start + self.node_counts[node_type])
+
+    def initial_embeddings(self, item_embeddings: Tensor | None = None) -> Tensor:
+        r""":math:`\mathbf{e}^{(0)}` for all nodes, with the item rows replaced by
+        ``item_embeddings [num_items, in_channels]`` when given."""
+        x = self.node_emb.weight
+        if item_embeddings is None:
+            return x
+        if item_embeddings.shape != (self.num_items, self.in_channels):
+            raise ValueError(f"expected item_embeddings [{self.num_items}, {self.in_channels}] "
+                             f"(one row per item, in item-node order), got "
+                             f"{tuple(item_embeddings.shape)}")
+        s = self.node_slice("item")
+        return torch.cat([x[:s.start], item_embeddings.to(x.dtype), x[s.stop:]])
+
+    def node_embeddings(self, item_embeddings: Tensor | None = None) -> Tensor:
+        r""":math:`\mathbf{e}^{*}` of every node of the view, ``[num_nodes, out_channels]``."""
+        x = self.initial_embeddings(item_embeddings)
+        outs = [x]
+        alpha = None
+        rel = {}
+        if self.kge is not None and self.use_attention:
+            rel = {"rel_emb": self.kge.rel_emb.weight, "rel_proj": self.kge.rel_proj}
+        for layer, conv in enumerate(self.convs):
+            if layer == 0:
+                res = conv(x, self.edge_index, self.edge_type, ptr=self.ptr,
+                           return_attention_weights=self.reuse_attention, **rel)
+                if self.reuse_attention:
+                    res, (_, alpha) = res
+            else:
+                res = conv(x, self.edge_index, self.edge_type, ptr=self.ptr,
+                           attention_weights=alpha)
+            x = F.normalize(res, p=2, dim=-1) if self.normalize else res
+            outs.append(x)
+        return torch.cat(outs, dim=-1)
+
+    def embeddings_by_type(self, item_embeddings: Tensor | None = None) -> dict[str, Tensor]:
+        """:meth:`node_embeddings` split by node type."""
+        z = self.node_embeddings(item_embeddings)
+        return {t: z[self.node_slice(t)] for t in self.node_offsets}
+
+    def forward(self, item_embeddings: Tensor | None = None) -> Tensor:
+        """Enriched item embeddings ``[num_items, out_channels]`` (item-node order)."""
+        return self.node_embeddings(item_embeddings)[self.node_slice("item")]
+
+    def __repr__(self) -> str:
+        dims = " -> ".join(str(d) for d in (self.in_channels, *self.hidden_channels))
+        return (f"{self.__class__.__name__}(nodes={self.num_nodes}, "
+                f"relations={self.num_relations}, edges={self.edge_index.size(1)}, layers={dims}, "
+                f"out_channels={self.out_channels}, attention={self.use_attention}, "
+                f"reuse_attention={self.reuse_attention}, shared_kge={self.kge is not None})")

@@ -1,0 +1,225 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from kgseqgraph.data import build_collaborative_kg, relational_view
+from kgseqgraph.nn.kge import (TransE, TransR, TripleIndex, kg_triples, relation_matmul,
+                               sample_negative_tails)
+from kgseqgraph.nn.kge_eval import (KGETrainConfig, filtered_ranks, random_baseline, rank_metrics,
+                                    split_triples, train_kge)
+from kgseqgraph.testing import require_data
+
+
+def _tiny_transr(reg=0.1):
+    """3 nodes, 1 relation, d_e = d_r = 2, weights set by hand."""
+    m = TransR(3, 1, embedding_dim=2, relation_dim=2, reg_weight=reg)
+    with torch.no_grad():
+        m.node_emb.weight.copy_(torch.tensor([[1.0, 2.0], [0.0, 1.0], [2.0, 0.0]]))
+        m.rel_emb.weight.copy_(torch.tensor([[0.5, -1.0]]))
+        m.rel_proj.copy_(torch.tensor([[[1.0, 0.0], [1.0, 1.0]]]))  # e @ W
+    return m
+
+
+def test_transr_score_by_hand():
+    m = _tiny_transr()
+    # W e_0 = [1 + 2, 2] = [3, 2]; W e_1 = [1, 1]; f = ||[3, 2] + [.5, -1] - [1, 1]||^2 = 2.5^2
+    f = m(torch.tensor([0]), torch.tensor([0]), torch.tensor([1]))
+    assert f.tolist() == pytest.approx([6.25])
+    # TransE on the same embeddings: ||[1, 2] + [.5, -1] - [0, 1]||^2 = 1.5^2
+    e = TransE(3, 1, embedding_dim=2)
+    with torch.no_grad():
+        e.node_emb.weight.copy_(m.node_emb.weight)
+        e.rel_emb.weight.copy_(m.rel_emb.weight)
+    assert e(torch.tensor([0]), torch.tensor([0]), torch.tensor([1])).tolist() == pytest.approx([2.25])
+
+
+def test_transr_loss_by_hand():
+    m = _tiny_transr(reg=0.1)
+    loss = m.loss(torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), torch.tensor([2]))
+    # negative: W e_2 = [2, 0]; f' = ||[3.5, 1] - [2, 0]||^2 = 3.25
+    bpr = math.log1p(math.exp(6.25 - 3.25))  # -ln sigma(f' - f)
+    reg = 0.1 * 0.5 * (13 + 1.25 + 2 + 4)  # ||We_h||^2 + ||e_r||^2 + ||We_t||^2 + ||We_t'||^2
+    assert float(loss.detach()) == pytest.approx(bpr + reg, rel=1e-6)
+
+
+def test_relation_matmul_matches_bmm():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 4, generator=g, requires_grad=True)
+    w = torch.randn(3, 4, 5, generator=g, requires_grad=True)
+    idx = torch.tensor([0, 6, 2, 2, 5, 1])
+    rel = torch.tensor([2, 0, 2, 1, 0, 2])
+    out = relation_matmul(x, rel, w, index=idx)
+    ref = torch.bmm(x[idx].unsqueeze(1), w[rel]).squeeze(1)
+    torch.testing.assert_close(out, ref)
+    gx, gw = torch.autograd.grad(out.pow(2).sum(), [x, w])
+    rx, rw = torch.autograd.grad(ref.pow(2).sum(), [x, w])
+    torch.testing.assert_close(gx, rx)
+    torch.testing.assert_close(gw, rw)
+    with pytest.raises(ValueError, match="d_in"):
+        relation_matmul(x, rel, torch.randn(3, 5, 5), index=idx)
+
+
+def test_score_all_tails_matches_forward():
+    torch.manual_seed(0)
+    for m in (TransR(9, 3, 6, 4), TransE(9, 3, 6)):
+        h, r = torch.tensor([0, 4, 8, 4]), torch.tensor([2, 0, 2, 1])
+        d = m.score_all_tails(h, r)
+        ref = torch.stack([m(h.repeat_interleave(9), r.repeat_interleave(9), torch.arange(9).repeat(4))
+                           ]).view(4, 9)
+        torch.testing.assert_close(d, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_reset_parameters_and_repr():
+    m = TransR(10, 4, 8, 6)
+    before = [p.detach().clone() for p in m.parameters()]
+    m.reset_parameters()
+    assert all(not torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    assert m.rel_proj.shape == (4, 8, 6)
+    assert repr(m) == ("TransR(num_nodes=10, num_relations=4, embedding_dim=8, relation_dim=6, "
+                       "reg_weight=1e-05)")
+    with pytest.raises(ValueError, match="num_nodes"):
+        TransR(0, 4, 8)
+
+
+def _graph():
+    inter = pd.DataFrame({"user": ["u1", "u1", "u2"], "item": ["a", "b", "c"], "time": [1, 2, 3]})
+    triples = pd.DataFrame({"head": ["m.a", "m.b", "m.a", "m.x"],
+                            "relation": ["genre", "genre", "sequel", "sub"],
+                            "tail": ["m.x", "m.x", "m.b", "m.y"]})
+    links = pd.DataFrame({"item": ["a", "b"], "entity": ["m.a", "m.b"]})
+    return build_collaborative_kg(inter, triples, links)
+
+
+def test_kg_triples_from_every_form():
+    data = _graph()
+    view = relational_view(data)
+    a = kg_triples(data)
+    b = kg_triples(view)
+    c = kg_triples((view.edge_index, view.relation), num_nodes=view.num_nodes,
+                   num_relations=view.num_relations)
+    for t in (b, c):
+        assert torch.equal(a.head, t.head) and torch.equal(a.tail, t.tail)
+        assert torch.equal(a.relation, t.relation)
+        assert (a.num_nodes, a.num_relations) == (t.num_nodes, t.num_relations)
+    assert (a.num_nodes, a.num_relations, a.head.numel()) == (5, 6, 8)
+    # the (item a -> genre -> entity m.x) fact: head a = node 0, tail m.x = node 3
+    g = view.relation_names.index("genre")
+    assert {(int(h), int(t)) for h, r, t in zip(a.head, a.relation, a.tail) if r == g} == {(0, 3), (1, 3)}
+    m = TransR.from_graph(data, 8)
+    assert (m.num_nodes, m.num_relations) == (5, 6)
+    with pytest.raises(TypeError):
+        kg_triples("not a graph")
+
+
+def test_triple_index_and_filtered_negatives():
+    g = torch.Generator().manual_seed(1)
+    N, R = 6, 2
+    h = torch.randint(N, (20,), generator=g)
+    r = torch.randint(R, (20,), generator=g)
+    t = torch.randint(N, (20,), generator=g)
+    idx = TripleIndex(h, r, t, N, R)
+    known = set(zip(h.tolist(), r.tolist(), t.tolist()))
+    assert len(idx) == len(known)
+    qh, qr, qt = (torch.arange(N).repeat_interleave(R * N), torch.arange(R).repeat_interleave(N).repeat(N),
+                  torch.arange(N).repeat(N * R))
+    got = idx.contains(qh, qr, qt)
+    assert got.tolist() == [(a, b, c) in known for a, b, c in zip(qh.tolist(), qr.tolist(), qt.tolist())]
+    q, tails = idx.true_tails(torch.tensor([h[0], h[5]]), torch.tensor([r[0], r[5]]))
+    for j, (hh, rr) in enumerate([(int(h[0]), int(r[0])), (int(h[5]), int(r[5]))]):
+        assert sorted(tails[q == j].tolist()) == sorted(c for a, b, c in known if (a, b) == (hh, rr))
+    # filtered sampling never returns a known triple; the same seed gives the same sample
+    neg = sample_negative_tails(h, r, t, N, generator=torch.Generator().manual_seed(3),
+                                filter_index=idx, max_tries=50)
+    assert not idx.contains(h, r, neg).any()
+    again = sample_negative_tails(h, r, t, N, generator=torch.Generator().manual_seed(3),
+                                  filter_index=idx, max_tries=50)
+    assert torch.equal(neg, again)
+    plain = sample_negative_tails(h, r, t, N, generator=torch.Generator().manual_seed(3))
+    assert plain.min() >= 0 and plain.max() < N
+
+
+def test_split_keeps_node_pairs_together():
+    data = _graph()
+    tr = kg_triples(data)
+    sp = split_triples(tr, (0.5, 0.25, 0.25), seed=0)
+    parts = [sp.train, sp.valid, sp.test]
+    assert sorted(torch.cat(parts).tolist()) == list(range(tr.head.numel()))
+    pair_part = {}
+    for p, idx in enumerate(parts):
+        for e in idx.tolist():
+            key = frozenset((int(tr.head[e]), int(tr.tail[e])))
+            assert pair_part.setdefault(key, p) == p  # a fact and its reverse share a part
+    assert len(pair_part) == 4
+    assert torch.equal(split_triples(tr, (0.5, 0.25, 0.25), seed=0).test, sp.test)
+    with pytest.raises(ValueError, match="sum"):
+        split_triples(tr, (0.5, 0.5, 0.5))
+
+
+def test_filtered_ranks_by_brute_force():
+    torch.manual_seed(0)
+    m = TransE(6, 1, 2)
+    with torch.no_grad():  # distances from e_0 + e_r = [0, 0] are the squared norms below
+        m.node_emb.weight.copy_(torch.tensor([[0.0, 0], [1, 0], [2, 0], [1, 0], [3, 0], [0.5, 0]]))
+        m.rel_emb.weight.zero_()
+    # known tails of (0, r0): 2 and 5; test triple (0, r0, 2): f = 4
+    known = TripleIndex(torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([2, 5]), 6, 1)
+    rank, n = filtered_ranks(m, torch.tensor([0]), torch.tensor([0]), torch.tensor([2]), known)
+    # candidates {0: 0, 1: 1, 2: 4 (target), 3: 1, 4: 9}; 5 is filtered -> 3 strictly better
+    assert rank.tolist() == [4.0] and n.tolist() == [5]
+    # ties: target tail 1 (f = 1) ties with node 3 -> pessimistic rank 3, expected 2.5
+    rank, _ = filtered_ranks(m, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), known)
+    assert rank.tolist() == [3.0]
+    rank, _ = filtered_ranks(m, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), known,
+                             ties="expected")
+    assert rank.tolist() == [2.5]
+    met = rank_metrics(torch.tensor([1.0, 4.0]), ks=(1, 3))
+    assert met["mrr"] == pytest.approx(0.625) and met["hits@1"] == 0.5 and met["hits@3"] == 0.5
+
+
+def test_random_baseline_exact():
+    out = random_baseline(torch.tensor([1, 4]), ks=(1, 3))
+    assert out["mrr"] == pytest.approx((1 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4) / 2)
+    assert out["hits@1"] == pytest.approx((1 + 1 / 4) / 2)
+    assert out["hits@3"] == pytest.approx((1 + 3 / 4) / 2)
+    assert out["mean_rank"] == pytest.approx((1 + 2.5) / 2)
+
+
+def _ml100k():
+    kg_path = require_data("ml-100k/ml-100k.kg")
+    d = kg_path.parent
+    inter = pd.read_csv(d / "ml-100k.inter", sep="\t", header=0,
+                        names=["user", "item", "rating", "time"], dtype={"user": str, "item": str})
+    kg = pd.read_csv(kg_path, sep="\t", header=0, names=["head", "relation", "tail"], dtype=str)
+    link = pd.read_csv(d / "ml-100k.link", sep="\t", header=0, names=["item", "entity"], dtype=str)
+    return build_collaborative_kg(inter, kg, link, items=sorted(inter["item"].unique(), key=int))
+
+
+@pytest.fixture
+def one_thread():
+    # The CI box has 2 cores shared by several processes: OpenMP threads spinning against each
+    # other can make small steps 40x slower, so the real-data tests run single-threaded.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.realdata
+def test_transr_trains_on_ml100k(one_thread):
+    torch.manual_seed(0)
+    tr = kg_triples(_ml100k())
+    assert (tr.num_nodes, tr.num_relations, tr.head.numel()) == (34712, 48, 183262)
+    sp = split_triples(tr, seed=0)
+    m = TransR(tr.num_nodes, tr.num_relations, 32, 32)
+    first = train_kge(m, tr, KGETrainConfig(epochs=1, lr=1e-3, seed=0, max_steps=10),
+                      index=sp.train)
+    train_kge(m, tr, KGETrainConfig(epochs=1, lr=1e-3, seed=1, max_steps=150), index=sp.train)
+    last = train_kge(m, tr, KGETrainConfig(epochs=1, lr=1e-3, seed=2, max_steps=10),
+                     index=sp.train)
+    assert last[0] < 0.5 * first[0]  # the pairwise loss falls (starts near ln 2)
+    everything = TripleIndex(tr.head, tr.relation, tr.tail, tr.num_nodes, tr.num_relations)
+    test = sp.test[:1000]
+    rank, n = filtered_ranks(m, tr.head[test], tr.relation[test], tr.tail[test], everything)
+    assert rank_metrics(rank)["mrr"] > 10 * random_baseline(n)["mrr"]
