@@ -2,6 +2,9 @@
 from .base import MODEL_REGISTRY, SequentialRecommender, register_model
 from .factory import build_model
 from .katrec import KATRec, KATRecConfig
+from .kirec import KIRec, KIRecConfig
+from .kp4sr import KP4SR, KP4SRConfig
+from .lancer import LANCER, LANCERConfig
 from .popularity import Popularity, PopularityConfig
 from .sequential import BERT4Rec, GRU4Rec, IDEmbedder, SASRec, SequentialConfig, SequentialModel
 
@@ -12,6 +15,12 @@ __all__ = [
     "build_model",
     "KATRec",
     "KATRecConfig",
+    "KIRec",
+    "KIRecConfig",
+    "KP4SR",
+    "KP4SRConfig",
+    "LANCER",
+    "LANCERConfig",
     "Popularity",
     "PopularityConfig",
     "SequentialConfig",

@@ -54,6 +54,8 @@ class KATRecConfig(SequentialConfig):
         aggregator: ``bi-interaction``, ``gcn`` or ``graphsage``.
         kg_dropout: message dropout of the propagation layers.
         use_attention: KGAT attention (``False``: uniform weights).
+        reuse_attention: compute the attention once from the TransR embeddings and reuse it in
+            every layer, as KGAT does (``False``: each layer attends with its own relations).
         fusion: ``gate`` (KATRec) or ``concat`` / ``sum``.
         connect: let the recommendation loss train the KG module.
         kge_weight: :math:`\\lambda_{\\mathrm{KG}}`.
@@ -70,6 +72,7 @@ class KATRecConfig(SequentialConfig):
     aggregator: str = "bi-interaction"
     kg_dropout: float = 0.1
     use_attention: bool = True
+    reuse_attention: bool = True
     fusion: str = "gate"
     connect: bool = True
     kge_weight: float = 1.0
@@ -103,7 +106,8 @@ class KGItemEmbedder(nn.Module):
                                    hidden_channels=tuple(config.kg_hidden),
                                    node_types=tuple(config.node_types),
                                    aggregator=config.aggregator, dropout=config.kg_dropout,
-                                   use_attention=config.use_attention, kge=self.kge)
+                                   use_attention=config.use_attention,
+                                   reuse_attention=config.reuse_attention, kge=self.kge)
         if self.enricher.num_items != config.num_items:
             raise ValueError(f"graph has {self.enricher.num_items} items, config {config.num_items}")
         self.fusion = build_fusion(config.fusion, config.hidden_size, self.enricher.out_channels,

@@ -34,8 +34,16 @@ def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
     data = load_dataset(args.dataset, args.root, **kwargs)
     split = leave_one_out(data)
     seed_everything(args.seed)
-    options = {"max_len": args.max_len, "hidden_size": args.hidden_size,
-               **parse_options(args.set)}
+    import dataclasses
+
+    from ..models import MODEL_REGISTRY
+
+    if args.model not in MODEL_REGISTRY:
+        raise SystemExit(f"unknown model {args.model!r}; choose from {sorted(MODEL_REGISTRY)}")
+    fields = {f.name for f in dataclasses.fields(MODEL_REGISTRY[args.model].config_class)}
+    defaults = {k: v for k, v in (("max_len", args.max_len), ("hidden_size", args.hidden_size))
+                if k in fields}
+    options = {**defaults, **parse_options(args.set)}
     model = build_model(args.model, data, **options)
     output_dir = args.output_dir or str(Path("runs") / f"{args.model}-{args.dataset}-seed{args.seed}")
     config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

@@ -78,7 +78,8 @@ def test_short_katrec_run_beats_popularity_on_synthetic(tmp_path, synthetic):
     data, split = synthetic
     torch.manual_seed(0)
     model = KATRec.from_dataset(data, **SMALL)
-    cfg = TrainConfig(seed=0, epochs=12, batch_size=32, lr=3e-3, patience=None, num_threads=2,
+    # the cloze objective learns slowly on short sequences: 80 small epochs (~10 s on one thread)
+    cfg = TrainConfig(seed=0, epochs=80, batch_size=32, lr=3e-3, patience=None, eval_every=10,
                       output_dir=str(tmp_path / "run"))
     result = Trainer(model, split, cfg, data=data).fit()
     assert result.valid["NDCG@10"] > _pop_valid_ndcg(split) + 0.02
@@ -95,7 +96,8 @@ def test_katrec_learns_on_ml100k(tmp_path):
     split = leave_one_out(data)
     torch.manual_seed(0)
     model = KATRec.from_dataset(data, **{**SMALL, "max_len": 50})
-    cfg = TrainConfig(seed=0, epochs=4, batch_size=64, lr=2e-3, patience=None, num_threads=2,
+    # measured: valid NDCG@10 0.052 after 8 epochs (BERT4Rec alone 0.047, popularity 0.034)
+    cfg = TrainConfig(seed=0, epochs=8, batch_size=64, lr=3e-3, patience=None, eval_every=4,
                       output_dir=str(tmp_path / "run"))
     result = Trainer(model, split, cfg, data=data).fit()
     assert result.valid["NDCG@10"] > _pop_valid_ndcg(split)
