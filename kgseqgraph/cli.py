@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=5)
     t.add_argument("--output-dir", default=None, help="run folder (checkpoints, metrics, curve)")
     t.add_argument("--resume", action="store_true", help="continue from output-dir's checkpoint")
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch threads (small models often run fastest on 1)")
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model option, JSON value (e.g. --set fusion='\"concat\"')")
     _add_eval_args(t)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..data.errors import DataFormatError
+from ..io import atomic_open
 from .download import DownloadError, download_url, extract_zip_member, sha256sum
 
 __all__ = ["KGDataset", "RawFile", "MissingRawFilesError"]
@@ -83,17 +83,8 @@ def _plain(obj: Any) -> Any:
 
 
 def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path) as f:
+        write(f)
 
 
 class KGDataset:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 
 from ..data.batching import SequenceBatch
 from ..data.sequences import Sequences
+from ..io import atomic_path, atomic_write_bytes
 
 __all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "atomic_write_bytes"]
 
@@ -48,23 +48,6 @@ def register_model(name: str):
         return cls
 
     return wrap
-
-
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` atomically (temporary file in the same folder + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class SequentialRecommender(nn.Module):
@@ -145,14 +128,8 @@ class SequentialRecommender(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         # save_model de-duplicates tensors shared between modules (e.g. KATRec's TransR table,
         # also the KG enricher's layer-0 input); written to a temporary file, then renamed.
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS_NAME}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            save_model(self, tmp)
-            os.replace(tmp, directory / WEIGHTS_NAME)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(directory / WEIGHTS_NAME) as tmp:
+            save_model(self, str(tmp))
         atomic_write_bytes(directory / CONFIG_NAME,
                            json.dumps(self.config_dict(), indent=2, sort_keys=True).encode())
         return directory

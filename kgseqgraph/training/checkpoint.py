@@ -16,14 +16,13 @@ import json
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..models.base import atomic_write_bytes
+from ..io import atomic_open, atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -120,39 +119,14 @@ def _to_primitive(obj: Any) -> Any:
     return obj
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save(obj, path)`` through a temporary file + :func:`os.replace` (see module doc).
 
     The object is streamed to the temporary file (no second in-memory copy of the payload).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_open(path) as fh:
+        torch.save(obj, fh)
     return path
 
 

@@ -48,6 +48,7 @@ def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
     output_dir = args.output_dir or str(Path("runs") / f"{args.model}-{args.dataset}-seed{args.seed}")
     config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          patience=args.patience, exclude_history=not args.keep_seen,
-                         sampled_negatives=args.sampled or None, output_dir=output_dir)
+                         sampled_negatives=args.sampled or None, output_dir=output_dir,
+                         num_threads=getattr(args, "threads", None))
     result = run_training(model, split, config, data=data, resume="auto" if args.resume else False)
     return {"dataset": args.dataset, "model": args.model, "options": options, **result}
