@@ -307,9 +307,16 @@ def run_link_prediction(model: KGEModel, graph, config: KGETrainConfig | None = 
     valid, _ = evaluate(split.valid)
     test, n = evaluate(split.test)
     t2 = time.perf_counter()
+    seen = torch.zeros(tr.num_nodes, dtype=torch.bool)
+    seen[tr.head[split.train]] = True
+    seen[tr.tail[split.train]] = True
+    unseen = ~(seen[tr.head[split.test]] & seen[tr.tail[split.test]])
     return LinkPredictionResult(
         model=repr(model), split=split.sizes(), config=asdict(cfg), loss_history=history,
         valid=valid, test=test, random_test=random_baseline(n, ks),
         train_seconds=t1 - t0 - eval_time[0], eval_seconds=t2 - t1 + eval_time[0],
         extra={"selected_epoch": best["epoch"] if select_on_valid else len(history),
-               "valid_curve": curve})
+               "valid_curve": curve,
+               # test triples touching a node that no training triple mentions (its embedding
+               # never trained): no model can rank these better than chance
+               "test_with_untrained_node": float(unseen.double().mean())})

@@ -1,4 +1,4 @@
 """Knowledge-graph convolutions (``torch_geometric`` ``MessagePassing`` layers)."""
-from .kg_attention import AGGREGATORS, CONV_BACKENDS, KGAttentionConv
+from .kg_attention import AGGREGATORS, CONV_BACKENDS, EdgePlan, KGAttentionConv
 
-__all__ = ["KGAttentionConv", "AGGREGATORS", "CONV_BACKENDS"]
+__all__ = ["KGAttentionConv", "EdgePlan", "AGGREGATORS", "CONV_BACKENDS"]

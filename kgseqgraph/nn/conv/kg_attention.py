@@ -7,6 +7,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
@@ -20,50 +21,61 @@ AGGREGATORS = ("bi-interaction", "gcn", "graphsage")
 CONV_BACKENDS = ("auto", "torch", "triton", "scatter", "pyg")
 
 
-_DOT_CHUNK = 1 << 20  # edges per chunk in _GatherDot (bounds its [chunk, d] temporaries)
-
-
-class _GatherDot(torch.autograd.Function):
-    r"""``out[e] = <a[ia[e]], b[ib[e]]>`` without keeping the gathered ``[E, d]`` rows for the
-    backward pass (they are gathered again, chunk by chunk):
-    :math:`\partial a = \sum_e g_e\, b_{ib[e]}` scattered to ``ia``, and symmetrically for ``b``."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, ia: Tensor, ib: Tensor) -> Tensor:
-        out = a.new_empty(ia.numel())
-        for s in range(0, ia.numel(), _DOT_CHUNK):
-            sl = slice(s, s + _DOT_CHUNK)
-            out[sl] = (a.index_select(0, ia[sl]) * b.index_select(0, ib[sl])).sum(-1)
-        ctx.save_for_backward(a, b, ia, ib)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        a, b, ia, ib = ctx.saved_tensors
-        ga = torch.zeros_like(a) if ctx.needs_input_grad[0] else None
-        gb = torch.zeros_like(b) if ctx.needs_input_grad[1] else None
-        for s in range(0, ia.numel(), _DOT_CHUNK):
-            sl = slice(s, s + _DOT_CHUNK)
-            g = grad[sl].unsqueeze(-1)
-            if ga is not None:
-                ga.index_add_(0, ia[sl], b.index_select(0, ib[sl]) * g)
-            if gb is not None:
-                gb.index_add_(0, ib[sl], a.index_select(0, ia[sl]) * g)
-        return ga, gb, None, None
+_DOT_CHUNK = 16384  # edges per chunk in _GatherDot: small temporaries stay in cache and are reused
 
 
 class _PairIndex(NamedTuple):
-    """The distinct ``(node, relation)`` pairs of one edge end, grouped by relation."""
+    """The distinct ``(node, relation)`` pairs at one end of the edges, grouped by relation, and
+    the edges grouped by pair (for the backward pass of :class:`_GatherDot`)."""
 
-    node: Tensor  # [U] node of each distinct pair, pairs sorted by (relation, node)
+    node: Tensor  # [U] node of each distinct pair; pairs sorted by (relation, node)
     counts: list[int]  # [R] pairs per relation
     inverse: Tensor  # [E] pair of every edge
+    order: Tensor  # [E] edges sorted by pair (stable)
+    offsets: Tensor  # [U + 1] CSR offsets of the pairs in ``order``
 
 
 def _pairs(node: Tensor, edge_type: Tensor, num_nodes: int, num_relations: int) -> _PairIndex:
     uniq, inv = torch.unique(edge_type * num_nodes + node, return_inverse=True)
     counts = torch.bincount(uniq // num_nodes, minlength=num_relations).tolist()
-    return _PairIndex(uniq % num_nodes, counts, inv)
+    order = torch.argsort(inv, stable=True)
+    offsets = torch.zeros(uniq.numel() + 1, dtype=torch.long, device=node.device)
+    torch.cumsum(torch.bincount(inv, minlength=uniq.numel()), 0, out=offsets[1:])
+    return _PairIndex(uniq % num_nodes, counts, inv, order, offsets)
+
+
+class _GatherDot(torch.autograd.Function):
+    r"""``out[e] = <a[ia[e]], b[ib[e]]>`` (a sampled dense-dense product) that keeps no ``[E, d]``
+    tensor for the backward pass. The forward pass gathers in cache-sized chunks; the backward
+    pass is two weighted segment sums, :math:`\partial a_u = \sum_{e: ia[e] = u} g_e\,
+    b_{ib[e]}` (and symmetrically for ``b``), each one ``embedding_bag`` over the edges grouped by
+    their ``a`` (resp. ``b``) row — no scatter-add."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor, pa: _PairIndex, pb: _PairIndex) -> Tensor:
+        ia, ib = pa.inverse, pb.inverse
+        out = a.new_empty(ia.numel())
+        for s in range(0, ia.numel(), _DOT_CHUNK):
+            sl = slice(s, s + _DOT_CHUNK)
+            torch.sum(a.index_select(0, ia[sl]) * b.index_select(0, ib[sl]), -1, out=out[sl])
+        ctx.save_for_backward(a, b)
+        ctx.pairs = (pa, pb)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        a, b = ctx.saved_tensors
+        pa, pb = ctx.pairs
+
+        def seg(p: _PairIndex, other: _PairIndex, rows: Tensor) -> Tensor:
+            return F.embedding_bag(other.inverse.index_select(0, p.order), rows, p.offsets,
+                                   mode="sum", per_sample_weights=grad.index_select(0, p.order),
+                                   include_last_offset=True)
+
+        ga = seg(pa, pb, b) if ctx.needs_input_grad[0] else None
+        gb = seg(pb, pa, a) if ctx.needs_input_grad[1] else None
+        return ga, gb, None, None
 
 
 class EdgePlan(NamedTuple):
@@ -98,7 +110,7 @@ def _relation_scores(x: Tensor, plan: EdgePlan, rel_emb: Tensor, rel_proj: Tenso
     xh = x.index_select(0, h.node).split(h.counts)
     k = torch.cat([xr @ w for xr, w, c in zip(xt, weights, t.counts) if c])
     q = torch.cat([torch.tanh(xr @ w + b) for xr, w, b, c in zip(xh, weights, biases, h.counts) if c])
-    return _GatherDot.apply(k, q, t.inverse, h.inverse)
+    return _GatherDot.apply(k, q, t, h)
 
 
 class KGAttentionConv(MessagePassing):
@@ -158,6 +170,13 @@ class KGAttentionConv(MessagePassing):
     (``"auto"``: Triton kernels on CUDA, the CSR torch implementation on CPU). Both give the same
     results. The fused path needs edges sorted by head; pass ``ptr`` (CSR offsets over heads) when
     they are, otherwise the layer sorts them itself.
+
+    **Cost.** :math:`\mathbf{W}_r\mathbf{e}_t` and :math:`\tanh(\mathbf{W}_r\mathbf{e}_h +
+    \mathbf{e}_r)` are computed once per distinct (node, relation) pair, not per edge (2.7x fewer
+    projections on the ML-100K KG, 9x on Yelp's item-attribute KG), one matmul per relation; the
+    per-edge dot products keep no :math:`|\mathcal{E}| \times d_r` tensor for the backward pass.
+    The embedding-independent bookkeeping is an :class:`EdgePlan`; with ``cached=True`` it is
+    built once for a fixed graph.
 
     Args:
         in_channels: size :math:`F_{in}` of the node embeddings.

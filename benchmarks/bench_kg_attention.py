@@ -1,0 +1,254 @@
+"""Forward + backward time and peak memory of one KGAttentionConv layer: our fused
+attention-aggregation path (``kgseqgraph.nn.ops.segment_softmax_aggregate``) against PyG's
+``torch_geometric.utils.softmax`` + ``MessagePassing.propagate`` path, at equal results.
+
+    python benchmarks/bench_kg_attention.py --data $KGSEQGRAPH_DATA [--with-10m] [--out r.json]
+
+(The script re-executes itself with ``THP_MEM_ALLOC_ENABLE=1`` unless ``--no-thp`` is given.)
+
+Graphs: the ML-100K Freebase KG (items + entities, with reverse relations), the S3-Rec Yelp item
+-> attribute KG (``(item, has_attribute, attr)`` plus reverse), and synthetic KGs with 1M (and,
+with ``--with-10m``, 10M) edges. For every graph and path the script reports the median wall time
+of ``out = conv(x, ...); out.backward(g)`` (the whole layer: relation-space scores, attention,
+aggregation, bi-interaction aggregator; the layer is ``cached=True`` as inside ``KGEnricher``, so
+the edge plan is built once) and of the attention + aggregation step alone, the peak
+memory allocated through torch during one run (profiler memory accounting), the largest output / gradient difference between the paths, and the
+ratios ``pyg / fused`` (on the fastest of the interleaved repeats). ``linear_growth`` compares time per edge at 1M and 10M edges.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from kgseqgraph.nn.conv import KGAttentionConv
+
+
+# ------------------------------------------------------------------------------------ graphs
+def _csr(num_nodes: int, head: torch.Tensor, rel: torch.Tensor, tail: torch.Tensor, R: int,
+         name: str) -> dict:
+    order = torch.argsort(head, stable=True)
+    head, rel, tail = head[order], rel[order], tail[order]
+    ptr = torch.zeros(num_nodes + 1, dtype=torch.long)
+    torch.cumsum(torch.bincount(head, minlength=num_nodes), 0, out=ptr[1:])
+    return {"name": name, "num_nodes": num_nodes, "num_relations": R,
+            "edge_index": torch.stack([tail, head]), "edge_type": rel, "ptr": ptr}
+
+
+def ml100k(root: Path) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from transr_ml100k import load_ml100k
+
+    from kgseqgraph.data import relational_view
+
+    v = relational_view(load_ml100k(root))
+    return {"name": "ml-100k", "num_nodes": v.num_nodes, "num_relations": v.num_relations,
+            "edge_index": v.edge_index, "edge_type": v.relation, "ptr": v.ptr}
+
+
+def yelp(path: Path) -> dict:
+    """Items 0..I-1 (S3-Rec ids 1..I), then attributes; relation 0 has_attribute, 1 its reverse."""
+    table = json.loads(path.read_text())
+    items = sorted(int(k) for k in table)
+    pos = {it: i for i, it in enumerate(items)}
+    attrs = sorted({int(a) for v in table.values() for a in v})
+    apos = {a: len(items) + j for j, a in enumerate(attrs)}
+    pairs = [(pos[int(k)], apos[int(a)]) for k, v in table.items() for a in dict.fromkeys(v)]
+    it = torch.tensor([p[0] for p in pairs])
+    at = torch.tensor([p[1] for p in pairs])
+    head, tail = torch.cat([it, at]), torch.cat([at, it])
+    rel = torch.cat([torch.zeros_like(it), torch.ones_like(it)])
+    return _csr(len(items) + len(attrs), head, rel, tail, 2, "yelp-attributes")
+
+
+def synthetic(num_edges: int, num_nodes: int, R: int, seed: int) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    head = torch.randint(num_nodes, (num_edges,), generator=g)
+    tail = torch.randint(num_nodes, (num_edges,), generator=g)
+    rel = torch.randint(R, (num_edges,), generator=g)
+    return _csr(num_nodes, head, rel, tail, R, f"synthetic-{num_edges // 1_000_000}M")
+
+
+# ------------------------------------------------------------------------------------ timing
+def _peak_mib(fn) -> float:
+    """Peak of the bytes allocated through the torch allocator while ``fn()`` runs (MiB), from
+    the profiler's memory accounting: every op's self allocation and every free, in time order,
+    summed. Resident-set figures are not used: glibc keeps freed pages and serves later requests
+    from them, which made the second path measured look cheaper than it is."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted(prof.events(), key=lambda e: e.time_range.start)
+    cur = peak = 0
+    for e in events:
+        cur += e.self_cpu_memory_usage
+        peak = max(peak, cur)
+    return peak / 2 ** 20
+
+
+def bench_graph(g: dict, in_channels: int, out_channels: int, backends: list[str], repeats: int,
+                seed: int) -> dict:
+    """Time every (path, kind) on one graph. Runs are interleaved (path A, path B, A, B, ...) so
+    that load from other processes hits both paths alike; ``min`` and ``median`` are reported and
+    the ratios use the minima (the least disturbed runs)."""
+    torch.manual_seed(seed)
+    N, ei, et, ptr = g["num_nodes"], g["edge_index"], g["edge_type"], g["ptr"]
+    E = ei.size(1)
+    ref = KGAttentionConv(in_channels, out_channels, g["num_relations"])
+    x = torch.randn(N, in_channels)
+    grad_out = torch.randn(N, out_channels)
+    grad_neigh = torch.randn(N, in_channels)
+    with torch.no_grad():
+        score0 = ref.attention_logits(x, ei, et)
+    res: dict = {"graph": g["name"], "nodes": N, "edges": E, "relations": g["num_relations"],
+                 "max_in_degree": int((ptr[1:] - ptr[:-1]).max()), "in_channels": in_channels,
+                 "out_channels": out_channels, "repeats": repeats, "paths": {}}
+    fns, state = {}, {}
+    for backend in backends:
+        conv = KGAttentionConv(in_channels, out_channels, g["num_relations"], backend=backend,
+                               cached=True)
+        conv.load_state_dict(ref.state_dict())
+        xl = x.clone().requires_grad_()
+        sl = score0.clone().requires_grad_()
+        state[backend] = (conv, xl)
+
+        def layer(conv=conv, xl=xl):
+            xl.grad = None
+            conv.zero_grad(set_to_none=True)
+            out = conv(xl, ei, et, ptr=ptr)
+            out.backward(grad_out)
+            return out
+
+        def attend(conv=conv, xl=xl, sl=sl):  # the attention + aggregation call alone
+            sl.grad = None
+            xl.grad = None
+            out, _ = conv.attend(sl, xl, ei, ptr, need_alpha=False)
+            out.backward(grad_neigh)
+            return out
+
+        fns[(backend, "layer")], fns[(backend, "attend")] = layer, attend
+    for fn in fns.values():  # warm-up (also builds the cached edge plans)
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    outputs = {}
+    for backend in backends:
+        conv, xl = state[backend]
+        out = fns[(backend, "layer")]().detach()
+        outputs[backend] = (out, xl.grad.clone(), conv.rel_proj.grad.clone())
+        row = {}
+        for kind in ("layer", "attend"):
+            t = times[(backend, kind)]
+            gc.collect()
+            row.update({f"{kind}_seconds_min": min(t), f"{kind}_seconds_median": statistics.median(t),
+                        f"{kind}_all_seconds": t,
+                        f"{kind}_peak_mib": _peak_mib(fns[(backend, kind)])})
+        row["layer_ns_per_edge"] = row["layer_seconds_min"] / E * 1e9
+        res["paths"][backend] = row
+    if "pyg" in outputs:
+        fused = [b for b in backends if b != "pyg"][0]
+        a, b = outputs[fused], outputs["pyg"]
+        res["max_abs_diff"] = {
+            "out": float((a[0] - b[0]).abs().max()),
+            "out_scale": float(b[0].abs().max()),
+            "grad_x": float((a[1] - b[1]).abs().max()),
+            "grad_x_scale": float(b[1].abs().max()),
+            "grad_rel_proj": float((a[2] - b[2]).abs().max()),
+            "grad_rel_proj_scale": float(b[2].abs().max())}
+        P, F = res["paths"]["pyg"], res["paths"][fused]
+        res["ratio_pyg_over_fused"] = {
+            "layer_time": P["layer_seconds_min"] / F["layer_seconds_min"],
+            "layer_time_median": P["layer_seconds_median"] / F["layer_seconds_median"],
+            "attend_time": P["attend_seconds_min"] / F["attend_seconds_min"],
+            "attend_time_median": P["attend_seconds_median"] / F["attend_seconds_median"],
+            "layer_peak_memory": P["layer_peak_mib"] / F["layer_peak_mib"],
+            "attend_peak_memory": P["attend_peak_mib"] / F["attend_peak_mib"]}
+    return res
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=Path(os.environ.get("KGSEQGRAPH_DATA",
+                                                                    "../shared/data")))
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: stable timings on a shared machine)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--channels", type=int, default=64, help="in_channels for the real KGs")
+    p.add_argument("--synthetic-channels", type=int, default=32)
+    p.add_argument("--synthetic-relations", type=int, default=16)
+    p.add_argument("--with-10m", action="store_true", help="also the 10M-edge synthetic KG")
+    p.add_argument("--only", nargs="*", default=None,
+                   help="subset of: ml-100k yelp synthetic-1M synthetic-10M")
+    p.add_argument("--no-thp", action="store_true",
+                   help="do not set THP_MEM_ALLOC_ENABLE=1 (transparent huge pages for torch's "
+                        "CPU allocations; without them page faults and TLB misses dominate the "
+                        "large graphs on this VM)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args(argv)
+    if not args.no_thp and os.environ.get("THP_MEM_ALLOC_ENABLE") != "1" and argv is None:
+        # read by torch at start-up: re-run this script with it set
+        os.execve(sys.executable, [sys.executable, *sys.argv],
+                  {**os.environ, "THP_MEM_ALLOC_ENABLE": "1"})
+    torch.set_num_threads(args.threads)
+
+    backends = ["auto", "pyg"]
+    if importlib.util.find_spec("torch_scatter") is not None:
+        backends.append("scatter")
+    wanted = set(args.only or ["ml-100k", "yelp", "synthetic-1M"]
+                 + (["synthetic-10M"] if args.with_10m else []))
+    results = []
+    for name, make, ch in [
+        ("ml-100k", lambda: ml100k(args.data / "ml-100k"), args.channels),
+        ("yelp", lambda: yelp(args.data / "s3rec" / "Yelp_item2attributes.json"), args.channels),
+        ("synthetic-1M", lambda: synthetic(1_000_000, 100_000, args.synthetic_relations, args.seed),
+         args.synthetic_channels),
+        ("synthetic-10M", lambda: synthetic(10_000_000, 1_000_000, args.synthetic_relations,
+                                            args.seed), args.synthetic_channels),
+    ]:
+        if name not in wanted:
+            continue
+        g = make()
+        r = bench_graph(g, ch, ch, backends, args.repeats if g["edge_index"].size(1) < 5e6
+                        else max(2, args.repeats // 2), args.seed)
+        print(json.dumps({k: r[k] for k in ("graph", "edges", "ratio_pyg_over_fused")
+                          if k in r}), file=sys.stderr, flush=True)
+        results.append(r)
+        del g
+        gc.collect()
+    out = {"benchmark": "KGAttentionConv forward+backward, fused vs PyG softmax+propagate",
+           "command": "python benchmarks/bench_kg_attention.py "
+                      + " ".join(sys.argv[1:] if argv is None else argv),
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
+           "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", ""),
+           "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+           "torch_scatter_installed": "scatter" in backends, "results": results}
+    by = {r["graph"]: r for r in results}
+    if "synthetic-1M" in by and "synthetic-10M" in by:
+        out["linear_growth"] = {
+            b: by["synthetic-10M"]["paths"][b]["layer_ns_per_edge"]
+            / by["synthetic-1M"]["paths"][b]["layer_ns_per_edge"] for b in backends}
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    main()
