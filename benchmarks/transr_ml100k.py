@@ -63,14 +63,17 @@ def main(argv: list[str] | None = None) -> dict:
     data = load_ml100k(args.data)
     tr = kg_triples(data)
     if args.model == "transr":
-        model = TransR(tr.num_nodes, tr.num_relations, args.dim, args.relation_dim, reg_weight=args.reg)
+        model = TransR(tr.num_nodes, tr.num_relations, args.dim, args.relation_dim,
+                       reg_weight=args.reg)
     else:
         model = TransE(tr.num_nodes, tr.num_relations, args.dim, reg_weight=args.reg)
     cfg = KGETrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     res = run_link_prediction(model, data, cfg, split_seed=args.seed, patience=args.patience)
     out = asdict(res)
-    out["graph"] = {"nodes": tr.num_nodes, "relations": tr.num_relations, "triples": int(tr.head.numel())}
-    out["command"] = "python benchmarks/transr_ml100k.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    out["graph"] = {"nodes": tr.num_nodes, "relations": tr.num_relations,
+                    "triples": int(tr.head.numel())}
+    out["command"] = ("python benchmarks/transr_ml100k.py "
+                      + " ".join(sys.argv[1:] if argv is None else argv))
     out["torch_threads"] = torch.get_num_threads()
     out["total_seconds"] = time.perf_counter() - t0
     out["mrr_over_random"] = res.test["mrr"] / res.random_test["mrr"]

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Embedding, Parameter
+from torch_geometric.data import HeteroData
 
 from ..data.views import RelationalGraph, relational_view
 
@@ -55,7 +57,8 @@ class Triples(NamedTuple):
     num_relations: int
 
 
-def kg_triples(graph, node_types=("item", "entity"), include_reverse: bool = True,
+def kg_triples(graph: HeteroData | RelationalGraph | tuple[Tensor, Tensor],
+               node_types: Sequence[str] = ("item", "entity"), include_reverse: bool = True,
                num_nodes: int | None = None, num_relations: int | None = None) -> Triples:
     r"""Read the typed triples of a knowledge graph.
 
@@ -75,8 +78,6 @@ def kg_triples(graph, node_types=("item", "entity"), include_reverse: bool = Tru
         num_nodes: number of nodes for the tuple form (default: ``edge_index.max() + 1``).
         num_relations: number of relations for the tuple form (default: ``edge_type.max() + 1``).
     """
-    from torch_geometric.data import HeteroData
-
     if isinstance(graph, HeteroData):
         graph = relational_view(graph, node_types=node_types, include_reverse=include_reverse)
     if isinstance(graph, RelationalGraph):
@@ -86,13 +87,16 @@ def kg_triples(graph, node_types=("item", "entity"), include_reverse: bool = Tru
         edge_index, edge_type = graph
         if not (isinstance(edge_index, Tensor) and edge_index.dim() == 2
                 and edge_index.size(0) == 2):
-            raise ValueError("expected edge_index of shape [2, E] (row 0: tail, row 1: head), got "
-                             f"{tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index)}")
+            got = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index)
+            raise ValueError(f"expected edge_index of shape [2, E] (row 0: tail, row 1: head), "
+                             f"got {got}")
         if not (isinstance(edge_type, Tensor) and edge_type.shape == (edge_index.size(1),)):
-            raise ValueError(f"expected edge_type of shape [{edge_index.size(1)}], got "
-                             f"{tuple(edge_type.shape) if isinstance(edge_type, Tensor) else type(edge_type)}")
-        n = int(edge_index.max()) + 1 if num_nodes is None and edge_index.numel() else (num_nodes or 0)
-        r = int(edge_type.max()) + 1 if num_relations is None and edge_type.numel() else (num_relations or 0)
+            got = tuple(edge_type.shape) if isinstance(edge_type, Tensor) else type(edge_type)
+            raise ValueError(f"expected edge_type of shape [{edge_index.size(1)}], got {got}")
+        n = num_nodes if num_nodes is not None else (
+            int(edge_index.max()) + 1 if edge_index.numel() else 0)
+        r = num_relations if num_relations is not None else (
+            int(edge_type.max()) + 1 if edge_type.numel() else 0)
         return Triples(edge_index[1], edge_type, edge_index[0], n, r)
     raise TypeError("expected a HeteroData, a RelationalGraph or an (edge_index, edge_type) tuple, "
                     f"got {type(graph).__name__}")
@@ -245,7 +249,8 @@ class KGEModel(torch.nn.Module):
         self.rel_emb = Embedding(self.num_relations, self.relation_dim)
 
     @classmethod
-    def from_graph(cls, graph, embedding_dim: int = 64, *, node_types=("item", "entity"),
+    def from_graph(cls, graph: HeteroData | RelationalGraph | tuple[Tensor, Tensor],
+                   embedding_dim: int = 64, *, node_types: Sequence[str] = ("item", "entity"),
                    num_nodes: int | None = None, num_relations: int | None = None, **kwargs):
         """Build a model sized for ``graph`` (see :func:`kg_triples` for the accepted forms)."""
         tr = kg_triples(graph, node_types=node_types, num_nodes=num_nodes,

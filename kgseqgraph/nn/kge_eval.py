@@ -248,7 +248,7 @@ class LinkPredictionResult:
     extra: dict = field(default_factory=dict)
 
 
-def run_link_prediction(model: KGEModel, graph, config: KGETrainConfig | None = None, *,
+def run_link_prediction(model: KGEModel, graph: object, config: KGETrainConfig | None = None, *,
                         ratios: tuple[float, float, float] = (0.9, 0.05, 0.05),
                         split_seed: int = 0, node_types=("item", "entity"),
                         ks: tuple[int, ...] = (1, 3, 10), select_on_valid: bool = True,
@@ -276,8 +276,11 @@ def run_link_prediction(model: KGEModel, graph, config: KGETrainConfig | None = 
     split = split_triples(tr, ratios, seed=split_seed)
     everything = TripleIndex(tr.head, tr.relation, tr.tail, tr.num_nodes, tr.num_relations)
 
+    def ranks(idx: Tensor) -> tuple[Tensor, Tensor]:
+        return filtered_ranks(model, tr.head[idx], tr.relation[idx], tr.tail[idx], everything)
+
     def evaluate(idx: Tensor) -> tuple[dict[str, float], Tensor]:
-        rank, n = filtered_ranks(model, tr.head[idx], tr.relation[idx], tr.tail[idx], everything)
+        rank, n = ranks(idx)
         return rank_metrics(rank, ks), n
 
     best = {"mrr": -1.0, "epoch": 0, "state": None, "bad": 0}
@@ -305,12 +308,14 @@ def run_link_prediction(model: KGEModel, graph, config: KGETrainConfig | None = 
     if select_on_valid and best["state"] is not None:
         model.load_state_dict(best["state"])
     valid, _ = evaluate(split.valid)
-    test, n = evaluate(split.test)
+    test_rank, n = ranks(split.test)
+    test = rank_metrics(test_rank, ks)
     t2 = time.perf_counter()
     seen = torch.zeros(tr.num_nodes, dtype=torch.bool)
     seen[tr.head[split.train]] = True
     seen[tr.tail[split.train]] = True
     unseen = ~(seen[tr.head[split.test]] & seen[tr.tail[split.test]])
+    trained = ~unseen
     return LinkPredictionResult(
         model=repr(model), split=split.sizes(), config=asdict(cfg), loss_history=history,
         valid=valid, test=test, random_test=random_baseline(n, ks),
@@ -319,4 +324,8 @@ def run_link_prediction(model: KGEModel, graph, config: KGETrainConfig | None = 
                "valid_curve": curve,
                # test triples touching a node that no training triple mentions (its embedding
                # never trained): no model can rank these better than chance
-               "test_with_untrained_node": float(unseen.double().mean())})
+               "test_with_untrained_node": float(unseen.double().mean()),
+               "test_trained_nodes_only": rank_metrics(test_rank[trained], ks) if trained.any()
+               else {},
+               "random_test_trained_nodes_only": random_baseline(n[trained], ks)
+               if trained.any() else {}})

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Embedding, ModuleList
+from torch_geometric.data import HeteroData
 
 from ...data.views import RelationalGraph, relational_view
 from ..conv.kg_attention import KGAttentionConv
@@ -57,7 +58,8 @@ class KGEnricher(torch.nn.Module):
         negative_slope: LeakyReLU slope of the aggregators.
     """
 
-    def __init__(self, graph, in_channels: int = 64, hidden_channels: Sequence[int] = (32, 16, 16),
+    def __init__(self, graph: HeteroData | RelationalGraph, in_channels: int = 64,
+                 hidden_channels: Sequence[int] = (32, 16, 16),
                  node_types: Sequence[str] = ("item", "entity"), aggregator: str = "bi-interaction",
                  dropout: float = 0.1, use_attention: bool = True, reuse_attention: bool = False,
                  kge: TransR | None = None, normalize: bool = True, backend: str = "auto",

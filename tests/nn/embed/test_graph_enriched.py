@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from kgseqgraph.data import build_collaborative_kg, relational_view
-from kgseqgraph.nn import KGAttentionConv, KGEnricher, TransR
+from kgseqgraph.nn import KGEnricher, TransR
 from kgseqgraph.testing import require_data
 
 
