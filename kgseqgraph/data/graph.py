@@ -136,6 +136,26 @@ def _index(values: pd.Series, order: Sequence[Hashable]) -> np.ndarray:
     return idx.get_indexer(values)
 
 
+def _user_time_order(u: np.ndarray, time: np.ndarray) -> np.ndarray | None:
+    """The stable order by ``(user, time)`` (ties keep the input row order), or ``None`` when the
+    rows already are in that order — checked in one vectorised pass, which saves the sort (about
+    5 s at 20M interactions) for sources that list each user's interactions chronologically."""
+    if len(u) < 2:
+        return None
+    du = u[1:] - u[:-1]
+    if bool(((du > 0) | ((du == 0) & (time[1:] >= time[:-1]))).all()):
+        return None
+    return np.lexsort((time, u))  # lexsort is stable: equal keys keep the input row order
+
+
+def _key_array(col: pd.Series) -> np.ndarray:
+    """A KG id column as a numpy array: integer columns stay integer (hashing 10M int64 keys is
+    several times faster, and ~5x smaller, than hashing Python ints in an object array); any other
+    column becomes an object array."""
+    arr = col.to_numpy()
+    return arr if arr.dtype.kind in "iu" else col.to_numpy(dtype=object)
+
+
 def build_collaborative_kg(
     interactions: pd.DataFrame,
     triples: pd.DataFrame | None = None,
@@ -212,9 +232,10 @@ def build_collaborative_kg(
                                   line)
 
     # Stable sort by (user, time, input row): each user's sequence becomes a contiguous slice.
-    order = np.lexsort((np.arange(len(u)), time, u))
-    u, i, time = u[order], i[order], time[order]
-    rating = rating[order] if rating is not None else None
+    order = _user_time_order(u, time)
+    if order is not None:
+        u, i, time = u[order], i[order], time[order]
+        rating = rating[order] if rating is not None else None
     dup = np.zeros(len(u), dtype=bool)
     dup[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (time[1:] == time[:-1])
     n_dup = int(dup.sum())
@@ -231,7 +252,7 @@ def build_collaborative_kg(
     data["user"].raw_id = user_order
     data["item"].num_nodes = len(item_order)
     data["item"].raw_id = item_order
-    ei = torch.from_numpy(np.stack([u, i]).astype(np.int64))
+    ei = torch.from_numpy(np.stack([u, i]).astype(np.int64, copy=False))
     data[INTERACTS].edge_index = ei
     data[INTERACTS].time = torch.from_numpy(time)
     if rating is not None:
@@ -280,28 +301,46 @@ def build_collaborative_kg(
         _require_columns(triples, ["head", "relation", "tail"], src["triples"], "head,relation,tail")
         _check_no_nulls(triples, ["head", "relation", "tail"], src["triples"])
         tr = triples.reset_index(drop=True)
-        before = len(tr)
-        tr = tr.drop_duplicates(subset=["head", "relation", "tail"])
-        report.add("triples_duplicate_dropped", before - len(tr), "repeated (head, relation, tail)")
-        heads = tr["head"].to_numpy(dtype=object)
-        tails = tr["tail"].to_numpy(dtype=object)
+        heads = _key_array(tr["head"])
+        tails = _key_array(tr["tail"])
+        if heads.dtype != tails.dtype:  # e.g. int64 and uint64 would stack as float64
+            heads, tails = heads.astype(object), tails.astype(object)
+        # One hash pass over every head and tail: the codes number the distinct KG keys in order
+        # of first appearance (row-wise, head before tail); `both` holds the keys in that order.
+        codes, both = pd.factorize(np.stack([heads, tails], axis=1).reshape(-1))
+        del heads, tails
+        h_code, t_code = codes[0::2], codes[1::2]
+        r_code, r_raw = pd.factorize(tr["relation"])
+        # duplicated triples: compared on the integer codes (same equality as on the raw values,
+        # several times faster than hashing the raw columns at 10M rows)
+        n_keys, n_rel = max(len(both), 1), max(len(r_raw), 1)
+        if n_keys * n_keys * n_rel < 2**62:  # one int64 key per triple: one hash pass
+            key = (h_code.astype(np.int64) * n_rel + r_code) * n_keys + t_code
+            dup = pd.Series(key).duplicated().to_numpy()
+            del key
+        else:
+            dup = pd.DataFrame({"h": h_code, "r": r_code, "t": t_code}).duplicated().to_numpy()
+        n_triples = len(tr) - int(dup.sum())
+        report.add("triples_duplicate_dropped", int(dup.sum()), "repeated (head, relation, tail)")
+        if dup.any():  # a repeat never comes first, so the orders of first appearance stay
+            keep = ~dup
+            h_code, t_code, r_code = h_code[keep], t_code[keep], r_code[keep]
+        del dup, codes
         linked = pd.Index(list(entity_to_item.keys()))
         linked_item = np.fromiter(entity_to_item.values(), dtype=np.int64, count=len(entity_to_item))
         # Entities that are not items, in order of first appearance (heads then tails, row-wise).
-        both = pd.unique(np.stack([heads, tails], axis=1).reshape(-1))
-        entity_order = list(both[linked.get_indexer(both) < 0]) if len(linked) else list(both)
-        ent_index = pd.Index(entity_order)
-
-        def locate(col: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lpos = linked.get_indexer(col) if len(linked) else np.full(len(col), -1)
-            is_item = lpos >= 0
-            pos = np.where(is_item, linked_item[np.maximum(lpos, 0)] if len(linked) else -1,
-                           ent_index.get_indexer(col))
-            return pos, is_item
-
-        h_pos, h_item = locate(heads)
-        t_pos, t_item = locate(tails)
-        rel_codes, rel_uniques = pd.factorize(tr["relation"].astype(str).to_numpy())
+        lpos = linked.get_indexer(both) if len(linked) else np.full(len(both), -1)
+        key_is_item = lpos >= 0
+        ent_keys = both[~key_is_item]
+        entity_order = ent_keys.tolist()  # Python scalars (raw ids), whatever the array's dtype
+        key_node = np.empty(len(both), dtype=np.int64)  # node index of each distinct key
+        key_node[key_is_item] = linked_item[lpos[key_is_item]]
+        key_node[~key_is_item] = np.arange(len(ent_keys))
+        h_pos, h_item = key_node[h_code], key_is_item[h_code]
+        t_pos, t_item = key_node[t_code], key_is_item[t_code]
+        # relation names: equal after str() means the same relation (first appearance order)
+        str_code, rel_uniques = pd.factorize(np.array([str(r) for r in r_raw], dtype=object))
+        rel_codes = str_code[r_code]
         names: list[str] = []
         for r in rel_uniques:
             s = sanitize_relation(r)
@@ -316,8 +355,13 @@ def build_collaborative_kg(
         data["entity"].raw_id = entity_order
         # one edge type per (relation, head is item, tail is item): group with one stable sort
         group = rel_codes.astype(np.int64) * 4 + h_item.astype(np.int64) * 2 + t_item
-        order = np.argsort(group, kind="stable")
-        keys, starts = np.unique(group[order], return_index=True)
+        # few distinct groups: a 16-bit key gets numpy's radix sort (10x faster at 10M triples)
+        small = len(group) == 0 or int(group.max()) < 2**15
+        order = np.argsort(group.astype(np.int16) if small else group, kind="stable")
+        sorted_group = group[order]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_group[1:] != sorted_group[:-1]])) \
+            if len(group) else np.zeros(0, dtype=np.int64)
+        keys = sorted_group[starts]
         ends = np.append(starts[1:], len(order))
         n_item_item = 0
         for key, a, b in zip(keys.tolist(), starts.tolist(), ends.tolist()):
@@ -325,12 +369,12 @@ def build_collaborative_kg(
             rel_name = names[key // 4]
             ht = "item" if (key // 2) % 2 else "entity"
             tt = "item" if key % 2 else "entity"
-            e = torch.from_numpy(np.stack([h_pos[sel], t_pos[sel]]).astype(np.int64))
+            e = torch.from_numpy(np.stack([h_pos[sel], t_pos[sel]]))
             data[ht, rel_name, tt].edge_index = e
             data[tt, f"rev_{rel_name}", ht].edge_index = e.flip(0)
             if ht == tt == "item":
                 n_item_item += len(sel)
-        report.counts["triples"] = len(tr)
+        report.counts["triples"] = n_triples
         report.counts["triples_item_item"] = n_item_item
         report.counts["relations"] = len(relation_names)
     else:

@@ -82,9 +82,23 @@ def _zipf(rng: np.random.Generator, n: int, a: float) -> np.ndarray:
     return w / w.sum()
 
 
+def _searchsorted(a: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(a, v, side="right")``, identical output, fast for large ``a``.
+
+    Random queries into a table far larger than the CPU cache miss the cache at every bisection
+    step (~1 us a query at 5M entries); answering them in sorted order walks the table once
+    (over 10x faster at 1M queries, the argsort included)."""
+    if len(v) < 4096 or len(a) < 65536:
+        return np.searchsorted(a, v, side="right")
+    order = np.argsort(v)
+    out = np.empty(len(v), dtype=np.intp)
+    out[order] = np.searchsorted(a, v[order], side="right")
+    return out
+
+
 def _draw(rng: np.random.Generator, p_cum: np.ndarray, size: int) -> np.ndarray:
     """``size`` draws from the distribution with cumulative probabilities ``p_cum``."""
-    idx = np.searchsorted(p_cum, rng.random(size) * p_cum[-1], side="right")
+    idx = _searchsorted(p_cum, rng.random(size) * p_cum[-1])
     return np.minimum(idx, len(p_cum) - 1)
 
 
@@ -129,7 +143,7 @@ def _generate(cfg: SyntheticConfig) -> dict[str, np.ndarray]:
 
     def from_topic(topic: np.ndarray) -> np.ndarray:
         r = before[topic] + rng.random(len(topic)) * mass[topic]
-        pos = np.searchsorted(cum_w, r, side="right")
+        pos = _searchsorted(cum_w, r)
         pos = np.clip(pos, seg_start[topic], seg_end[topic] - 1)
         return t_item[pos]
 
@@ -148,7 +162,13 @@ def _generate(cfg: SyntheticConfig) -> dict[str, np.ndarray]:
         seq[:, t] = step
     gaps = rng.integers(60, 86_400, size=(n_u, max_len))
     start = 1_600_000_000 + rng.integers(0, 30 * 86_400, size=(n_u, 1))
-    times = start + np.cumsum(gaps, axis=1)
+    # running sums column by column: equal to start + cumsum(gaps, axis=1), but numpy's cumsum
+    # along a short last axis runs a loop per row (4x slower at 1M users)
+    times = np.empty_like(gaps)
+    acc = start[:, 0].copy()
+    for t in range(max_len):
+        acc += gaps[:, t]
+        times[:, t] = acc
     mask = np.arange(max_len)[None, :] < lengths[:, None]
     users = np.broadcast_to(np.arange(n_u, dtype=np.int64)[:, None], (n_u, max_len))
     return {"user": users[mask], "item": seq[mask], "time": times[mask],
@@ -172,18 +192,22 @@ def make_synthetic(config: SyntheticConfig | None = None, **kwargs: Any) -> Hete
     cfg.validate()
     g = _generate(cfg)
     n_r, n_i = cfg.num_relations, cfg.num_items
-    inter = pd.DataFrame({"user": g["user"], "item": g["item"], "time": g["time"]})
+    # copy=False: the frames hold the generated arrays instead of copies (1.3 GB less at 20M
+    # interactions and 10M triples)
+    inter = pd.DataFrame({"user": g["user"], "item": g["item"], "time": g["time"]}, copy=False)
     rel_names = np.array([relation_name(r) for r in range(n_r)], dtype=object)
     # Items enter the KG through links: item i is KG key -(i + 1), so entity keys (>= 0) never
     # collide with item keys.
     heads = np.concatenate([-(g["ie_item"] + 1), g["ee_head"]])
     tails = np.concatenate([g["ie_ent"], g["ee_tail"]])
-    triples = pd.DataFrame({"head": heads, "relation": rel_names[tails % n_r], "tail": tails})
+    triples = pd.DataFrame({"head": heads, "relation": rel_names[tails % n_r], "tail": tails},
+                           copy=False)
     links = pd.DataFrame({"item": np.arange(n_i), "entity": -(np.arange(n_i) + 1)})
     ent_name = pd.Series(rel_names[g["ie_ent"] % n_r]) + "_" + pd.Series(g["ie_ent"]).astype(str)
     text = ent_name.groupby(g["ie_item"], sort=True).agg(", ".join)
     item_text = pd.Series("item " + text.index.astype(str) + ": " + text.to_numpy(dtype=object),
                           index=text.index)
+    del g, heads, tails, ent_name, text
     data = build_collaborative_kg(inter, triples, links, item_text,
                                   items=list(range(n_i)), users=list(range(cfg.num_users)),
                                   sources={"interactions": "synthetic interactions",

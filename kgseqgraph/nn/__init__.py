@@ -24,6 +24,7 @@ _LAZY = {
     "BERT4RecEncoder": ".encoders",
     "GRU4RecEncoder": ".encoders",
     "build_encoder": ".encoders",
+    "catalogue_cross_entropy": ".losses",
 }
 
 __all__ = [

@@ -67,7 +67,10 @@ class TrainConfig:
         valid_metric: validation metric used for model selection (a key of the evaluation result,
             e.g. ``"NDCG@10"``, ``"HR@20"``, ``"MRR"``); higher is better.
         eval_every: validate every this many epochs (and always after the last one).
-        eval_chunk_size: users scored at a time during evaluation.
+        eval_chunk_size: users scored at a time during evaluation; ``None`` (default) sizes the
+            chunks so one chunk's ``[chunk, num_items]`` scores stay within 256 MiB
+            (:func:`~kgseqgraph.evaluation.budgeted_chunk_size`: 1,024 users up to ~32k items,
+            335 at 100k items). The metrics do not depend on it.
         ks: cut-offs of the reported metrics.
         exclude_history: remove each user's input items from its ranking (``False`` keeps them,
             RecBole's full-sort protocol). The target itself is never removed.
@@ -99,7 +102,7 @@ class TrainConfig:
     patience: int | None = 10
     valid_metric: str = "NDCG@10"
     eval_every: int = 1
-    eval_chunk_size: int = 1024
+    eval_chunk_size: int | None = None
     ks: tuple[int, ...] = (1, 5, 10, 20)
     exclude_history: bool = True
     ties: str = "pessimistic"
@@ -120,7 +123,8 @@ class TrainConfig:
         _positive_int("epochs", self.epochs)
         _positive_int("batch_size", self.batch_size)
         _positive_int("eval_every", self.eval_every)
-        _positive_int("eval_chunk_size", self.eval_chunk_size)
+        if self.eval_chunk_size is not None:
+            _positive_int("eval_chunk_size", self.eval_chunk_size)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ValueError(f"seed must be an int, got {self.seed!r}")
         if not self.lr > 0:

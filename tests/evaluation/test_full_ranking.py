@@ -6,12 +6,15 @@ import torch
 
 from kgseqgraph.data import Sequences
 from kgseqgraph.evaluation import (
+    DEFAULT_MAX_SCORE_BYTES,
     FullRankingEvaluator,
+    budgeted_chunk_size,
     evaluate_full_ranking,
     evaluate_scores,
     full_ranking_counts,
     progress_enabled,
     rank_counts,
+    resolve_chunk_size,
 )
 
 KS = (1, 5, 10, 20)
@@ -137,3 +140,75 @@ def test_progress_switch(monkeypatch):
     monkeypatch.delenv("CI")
     monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
     assert not progress_enabled(True)
+
+
+# ---------------------------------------------------------------------------------------------
+# memory-budgeted chunks
+def test_budgeted_chunk_size():
+    mib = 2**20
+    assert DEFAULT_MAX_SCORE_BYTES == 256 * mib
+    # budget // (N * 4 bytes * overhead 2), capped at 1024 users, at least 1
+    assert budgeted_chunk_size(100_000) == 256 * mib // (100_000 * 8) == 335
+    assert budgeted_chunk_size(1_000_000) == 33
+    assert budgeted_chunk_size(1_000) == 1024  # the cap
+    assert budgeted_chunk_size(1_000, max_chunk_size=None) == 256 * mib // 8_000
+    assert budgeted_chunk_size(10**9) == 1  # never 0
+    assert budgeted_chunk_size(60, max_score_bytes=60 * 8 * 7) == 7
+    assert budgeted_chunk_size(60, max_score_bytes=60 * 8 * 7, bytes_per_score=8) == 3
+    assert budgeted_chunk_size(60, max_score_bytes=60 * 8 * 7, overhead=1) == 14
+    assert resolve_chunk_size(5, 10**6) == 5  # an explicit chunk wins
+    assert resolve_chunk_size(None, 100_000) == 335
+    assert resolve_chunk_size(None, None) == 1024
+    for bad in ({"num_items": 0}, {"num_items": 10, "max_score_bytes": 0},
+                {"num_items": 10, "max_chunk_size": 0}):
+        with pytest.raises(ValueError):
+            budgeted_chunk_size(**bad)
+
+
+@pytest.mark.parametrize("ties", ["pessimistic", "expected"])
+def test_budget_never_changes_the_result(ties):
+    scores, targets, csr = _case()  # 257 users x 60 items
+    ref_means, ref_per = evaluate_scores(scores, targets, ks=KS, exclude=csr, ties=ties,
+                                         return_per_user=True)
+    for budget, chunk in ((1, 1), (60 * 8 * 7, 7), (60 * 8 * 100, 100), (10**9, 1024)):
+        assert budgeted_chunk_size(60, budget) == chunk
+        calls = []
+
+        def score_fn(s, e):
+            calls.append(e - s)
+            return scores[s:e]
+
+        means, per = evaluate_full_ranking(score_fn, targets, exclude=csr, ks=KS, ties=ties,
+                                           return_per_user=True, num_items=60,
+                                           max_score_bytes=budget)
+        assert max(calls) == min(chunk, 257) and sum(calls) == 257
+        assert means == ref_means  # bit for bit
+        for k in per:
+            assert torch.equal(per[k], ref_per[k]), k
+
+
+def test_budget_without_num_items_probes_one_user_first():
+    scores, targets, _ = _case(num_users=23)
+    calls = []
+
+    def score_fn(start, end):
+        calls.append((start, end))
+        return scores[start:end]
+
+    counts = full_ranking_counts(score_fn, targets, max_score_bytes=60 * 8 * 10)
+    assert calls == [(0, 1), (1, 11), (11, 21), (21, 23)]  # N learnt from user 0, then 10 a chunk
+    ref = rank_counts(scores, targets)
+    assert torch.equal(counts.greater, ref.greater) and torch.equal(counts.ties, ref.ties)
+
+
+def test_evaluator_and_train_config_default_to_the_budget():
+    from kgseqgraph.training import TrainConfig
+
+    ev = FullRankingEvaluator(progress=False)
+    assert ev.chunk_size is None and ev.max_score_bytes == DEFAULT_MAX_SCORE_BYTES
+    with pytest.raises(ValueError):
+        FullRankingEvaluator(max_score_bytes=0)
+    assert TrainConfig().eval_chunk_size is None
+    assert TrainConfig(eval_chunk_size=64).eval_chunk_size == 64
+    with pytest.raises(ValueError):
+        TrainConfig(eval_chunk_size=0)

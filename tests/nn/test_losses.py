@@ -1,0 +1,61 @@
+"""Catalogue cross-entropy in blocks: the value and gradients of ``F.cross_entropy``."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from kgseqgraph.nn.losses import DEFAULT_MAX_LOGIT_BYTES, catalogue_cross_entropy
+
+
+def _case(m=37, n=53, d=8, dtype=torch.float64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(m, d, dtype=dtype, generator=g).requires_grad_()
+    w = torch.randn(n, d, dtype=dtype, generator=g).requires_grad_()
+    y = torch.randint(0, n, (m,), generator=g)
+    return h, w, y
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("block_rows", [1, 5, 36])
+def test_blocked_equals_cross_entropy(reduction, block_rows):
+    h, w, y = _case()
+    ref = F.cross_entropy(h @ w.t(), y, reduction=reduction)
+    ref_gh, ref_gw = torch.autograd.grad(ref * 1.7, (h, w))
+    budget = 2 * block_rows * 53 * 8  # float64 logits + one temporary: block_rows rows a block
+    out = catalogue_cross_entropy(h, w, y, reduction, max_logit_bytes=budget)
+    gh, gw = torch.autograd.grad(out * 1.7, (h, w))
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(gh, ref_gh, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(gw, ref_gw, rtol=1e-10, atol=1e-12)
+
+
+def test_within_budget_is_exactly_cross_entropy():
+    h, w, y = _case(dtype=torch.float32)
+    assert 37 * 53 * 4 <= DEFAULT_MAX_LOGIT_BYTES
+    assert torch.equal(catalogue_cross_entropy(h, w, y), F.cross_entropy(h @ w.t(), y))
+    assert torch.equal(catalogue_cross_entropy(h, w, y, max_logit_bytes=None),
+                       F.cross_entropy(h @ w.t(), y))
+
+
+def test_float32_blocked_close_and_gradcheck():
+    h, w, y = _case(dtype=torch.float32)
+    ref = F.cross_entropy(h @ w.t(), y)
+    out = catalogue_cross_entropy(h, w, y, max_logit_bytes=4 * 53 * 4)
+    assert torch.allclose(out, ref, rtol=1e-6)
+    h, w, y = _case(m=9, n=11, d=4)
+    assert torch.autograd.gradcheck(
+        lambda a, b: catalogue_cross_entropy(a, b, y, max_logit_bytes=2 * 11 * 8), (h, w))
+
+
+def test_only_weight_needs_grad_and_errors():
+    h, w, y = _case()
+    h = h.detach()
+    out = catalogue_cross_entropy(h, w, y, max_logit_bytes=3 * 53 * 8)
+    (gw,) = torch.autograd.grad(out, (w,))
+    (ref,) = torch.autograd.grad(F.cross_entropy(h @ w.t(), y), (w,))
+    assert torch.allclose(gw, ref, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="reduction"):
+        catalogue_cross_entropy(h, w, y, reduction="none")
+    with pytest.raises(ValueError, match="hidden"):
+        catalogue_cross_entropy(h, w[:, :3], y)
