@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", default="sasrec",
                    help="sasrec, bert4rec, gru4rec or katrec (and its ablations)")
     t.add_argument("--epochs", type=int, default=20)
-    t.add_argument("--batch-size", type=int, default=256)
+    t.add_argument("--batch-size", type=int, default=256,
+                   help="windows per optimiser step, over all processes under torchrun")
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--hidden-size", type=int, default=64)
     t.add_argument("--max-len", type=int, default=50)
@@ -56,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="extra model option, JSON value (e.g. --set fusion='\"concat\"')")
     _add_eval_args(t)
+
+    x = sub.add_parser("export", help="export a trained model's scoring path for serving",
+                       description="Export a saved model (a save_pretrained folder such as "
+                                   "RUN/best_model) to one file: padded item ids -> scores, item "
+                                   "table (and for KATRec the KG propagation) precomputed. Graph "
+                                   "models are rebuilt over the dataset given by --dataset/--root/"
+                                   "--seed, which must be the one they were trained on.")
+    _add_dataset_args(x)
+    x.add_argument("--model-dir", required=True,
+                   help="folder written by save_pretrained (config.json + model.safetensors)")
+    x.add_argument("--output", required=True, help="file to write (e.g. scorer.pt2)")
+    x.add_argument("--format", default=None, choices=["pt2", "onnx", "torchscript"],
+                   help="default: onnx for a .onnx output, else pt2 (torch.export)")
+    x.add_argument("--exclude-history", action="store_true",
+                   help="score the input's own items -inf inside the exported program")
+    x.add_argument("--fixed-length", action="store_true",
+                   help="take exactly max_len-sized windows (default: 1 to the window, where the "
+                        "export allows it)")
     return parser
 
 
@@ -96,6 +115,36 @@ def _evaluate_pop(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _export_model(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from .export import export_scorer, load_exported
+    from .models import MODEL_REGISTRY, SequentialRecommender
+    from .models.base import CONFIG_NAME
+
+    model_dir = Path(args.model_dir)
+    config_file = model_dir / CONFIG_NAME
+    if not config_file.is_file():
+        raise SystemExit(f"{model_dir} holds no {CONFIG_NAME}: pass a save_pretrained folder "
+                         "(e.g. RUN/best_model)")
+    name = json.loads(config_file.read_text()).get("model")
+    data = None
+    if name in MODEL_REGISTRY and MODEL_REGISTRY[name].needs_graph:
+        from .datasets.registry import load_dataset
+
+        kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
+        data = load_dataset(args.dataset, args.root, **kwargs)
+    model = SequentialRecommender.from_pretrained(model_dir, data=data).eval()
+    fmt = args.format or ("onnx" if Path(args.output).suffix == ".onnx" else "pt2")
+    path = export_scorer(model, args.output, fmt, exclude_history=args.exclude_history,
+                         dynamic_length=False if args.fixed_length else None)
+    meta = load_exported(path).metadata
+    keys = ("format", "model", "num_items", "window", "padding_id", "dynamic_length",
+            "exclude_history")
+    return {"output": str(path), **{k: meta.get(k) for k in keys},
+            "graph": args.dataset if data is not None else None}
+
+
 def torch_arange(start: int, end: int):
     import torch
 
@@ -104,7 +153,7 @@ def torch_arange(start: int, end: int):
 
 def main(argv: list[str] | None = None) -> int:
     raw = list(sys.argv[1:] if argv is None else argv)
-    commands = {"describe", "evaluate", "train", "-h", "--help"}
+    commands = {"describe", "evaluate", "train", "export", "-h", "--help"}
     if not any(a in commands for a in raw):  # the quickstart: popularity on the synthetic data
         verbose = [a for a in raw if a in ("-v", "--verbose")]
         raw = verbose + ["evaluate"] + [a for a in raw if a not in ("-v", "--verbose")]
@@ -125,9 +174,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "train":
         from .training.cli import run_train_command
+        from .training.distributed import destroy_distributed, init_distributed
 
-        result = run_train_command(args)
-        print(json.dumps(result, indent=2))
+        ctx = init_distributed()  # under torchrun: one process of several (docs/distributed.md)
+        try:
+            result = run_train_command(args)
+        finally:
+            destroy_distributed()
+        if ctx.is_main:
+            print(json.dumps(result, indent=2))
+        return 0
+    if args.command == "export":
+        print(json.dumps(_export_model(args), indent=2))
         return 0
     return 2
 

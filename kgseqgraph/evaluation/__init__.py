@@ -4,11 +4,14 @@ their protocol, ``"sampled-100/HR@10"``). See ``docs/evaluation.md``."""
 from __future__ import annotations
 
 from .full_ranking import (
+    DEFAULT_MAX_SCORE_BYTES,
     FullRankingEvaluator,
     ScoreFn,
+    budgeted_chunk_size,
     evaluate_full_ranking,
     full_ranking_counts,
     progress_enabled,
+    resolve_chunk_size,
 )
 from .metrics import (
     DEFAULT_KS,
@@ -26,6 +29,7 @@ from .sampled import (
     SampledEvaluator,
     evaluate_sampled,
     sample_negatives,
+    sampled_counts,
     sampled_protocol,
 )
 
@@ -45,8 +49,12 @@ __all__ = [
     "evaluate_full_ranking",
     "FullRankingEvaluator",
     "progress_enabled",
+    "budgeted_chunk_size",
+    "resolve_chunk_size",
+    "DEFAULT_MAX_SCORE_BYTES",
     "sample_negatives",
     "sampled_protocol",
     "evaluate_sampled",
+    "sampled_counts",
     "SampledEvaluator",
 ]

@@ -56,8 +56,8 @@ from .metrics import (
     ranks_from_counts,
 )
 
-__all__ = ["STRATEGIES", "sample_negatives", "evaluate_sampled", "sampled_protocol",
-           "SampledEvaluator"]
+__all__ = ["STRATEGIES", "sample_negatives", "evaluate_sampled", "sampled_counts",
+           "sampled_protocol", "SampledEvaluator"]
 
 log = logging.getLogger("kgseqgraph")
 
@@ -257,6 +257,66 @@ def _check_negatives(negatives: Tensor, targets: Tensor, num_items: int | None) 
     return negatives
 
 
+def sampled_counts(scores: Tensor | Callable[..., Tensor], targets: Tensor, negatives: Tensor,
+                   chunk_size: int = 1024, score_candidates: bool = False,
+                   progress: bool = False, desc: str | None = None) -> RankCounts:
+    """Rank counts of each target among its negatives (what :func:`evaluate_sampled` turns into
+    metrics); the arguments are those of :func:`evaluate_sampled` (``desc``: the progress bar's
+    label). Integer counters, so the counts of blocks of users concatenate exactly.
+
+    Returns:
+        :class:`~kgseqgraph.evaluation.metrics.RankCounts` on the CPU, over the ``1 + n``
+        candidates of each user.
+    """
+    chunk_size = _check_chunk(chunk_size)
+    n_items = scores.size(1) if isinstance(scores, Tensor) and not score_candidates else None
+    targets = _check_targets(targets, n_items)
+    negatives = _check_negatives(negatives, targets, n_items)
+    b, n = negatives.shape
+    candidates = torch.cat([targets.view(-1, 1), negatives], dim=1)  # the target is column 0
+
+    def block(start: int, end: int) -> Tensor:
+        if isinstance(scores, Tensor):
+            part = scores[start:end]
+        elif score_candidates:
+            part = scores(start, end, candidates[start:end])
+        else:
+            part = scores(start, end)
+        if not isinstance(part, Tensor) or part.dim() != 2 or part.size(0) != end - start:
+            raise ValueError(f"scores for users {start}…{end - 1} must be a [{end - start}, "
+                             f"{'1 + n' if score_candidates else 'N'}] tensor, got "
+                             f"{tuple(getattr(part, 'shape', ()))}")
+        if score_candidates:
+            if part.size(1) != n + 1:
+                raise ValueError(f"candidate scores must have 1 + n = {n + 1} columns, got "
+                                 f"{part.size(1)}")
+            return part.detach()
+        if int(candidates[start:end].max()) >= part.size(1):
+            raise ValueError(f"candidate ids reach {int(candidates[start:end].max())} but the "
+                             f"scores have only {part.size(1)} item columns")
+        return part.detach().gather(1, candidates[start:end].to(part.device))
+
+    bar = None
+    if not isinstance(scores, Tensor) and progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=b, unit="user", desc=desc or sampled_protocol(n), leave=False)
+    parts: list[RankCounts] = []
+    try:
+        for start in range(0, b, chunk_size):
+            end = min(start + chunk_size, b)
+            cand_scores = block(start, end)
+            zero = torch.zeros(end - start, dtype=torch.long, device=cand_scores.device)
+            c = rank_counts(cand_scores, zero)
+            parts.append(RankCounts(c.greater.cpu(), c.ties.cpu()))
+            if bar is not None:
+                bar.update(end - start)
+    finally:
+        if bar is not None:
+            bar.close()
+    return RankCounts.cat(parts)
+
+
 def evaluate_sampled(scores: Tensor | Callable[..., Tensor], targets: Tensor, negatives: Tensor,
                      ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
                      chunk_size: int = 1024, protocol: str | None = None,
@@ -291,57 +351,13 @@ def evaluate_sampled(scores: Tensor | Callable[..., Tensor], targets: Tensor, ne
     """
     ks = _check_ks(ks)
     _check_ties(ties)
-    chunk_size = _check_chunk(chunk_size)
-    n_items = scores.size(1) if isinstance(scores, Tensor) and not score_candidates else None
-    targets = _check_targets(targets, n_items)
-    negatives = _check_negatives(negatives, targets, n_items)
-    b, n = negatives.shape
-    protocol = sampled_protocol(n) if protocol is None else str(protocol)
-    if not protocol.startswith("sampled"):
+    if protocol is not None and not str(protocol).startswith("sampled"):
         raise ValueError(f"protocol must start with 'sampled' (got {protocol!r}) so sampled "
                          "metrics are never mistaken for full-ranking ones")
-    candidates = torch.cat([targets.view(-1, 1), negatives], dim=1)  # the target is column 0
-
-    def block(start: int, end: int) -> Tensor:
-        if isinstance(scores, Tensor):
-            part = scores[start:end]
-        elif score_candidates:
-            part = scores(start, end, candidates[start:end])
-        else:
-            part = scores(start, end)
-        if not isinstance(part, Tensor) or part.dim() != 2 or part.size(0) != end - start:
-            raise ValueError(f"scores for users {start}…{end - 1} must be a [{end - start}, "
-                             f"{'1 + n' if score_candidates else 'N'}] tensor, got "
-                             f"{tuple(getattr(part, 'shape', ()))}")
-        if score_candidates:
-            if part.size(1) != n + 1:
-                raise ValueError(f"candidate scores must have 1 + n = {n + 1} columns, got "
-                                 f"{part.size(1)}")
-            return part.detach()
-        if int(candidates[start:end].max()) >= part.size(1):
-            raise ValueError(f"candidate ids reach {int(candidates[start:end].max())} but the "
-                             f"scores have only {part.size(1)} item columns")
-        return part.detach().gather(1, candidates[start:end].to(part.device))
-
-    bar = None
-    if not isinstance(scores, Tensor) and progress_enabled(progress):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=b, unit="user", desc=protocol, leave=False)
-    parts: list[RankCounts] = []
-    try:
-        for start in range(0, b, chunk_size):
-            end = min(start + chunk_size, b)
-            cand_scores = block(start, end)
-            zero = torch.zeros(end - start, dtype=torch.long, device=cand_scores.device)
-            c = rank_counts(cand_scores, zero)
-            parts.append(RankCounts(c.greater.cpu(), c.ties.cpu()))
-            if bar is not None:
-                bar.update(end - start)
-    finally:
-        if bar is not None:
-            bar.close()
-    counts = RankCounts.cat(parts)
+    counts = sampled_counts(scores, targets, negatives, chunk_size, score_candidates, progress,
+                            desc=protocol)
+    n = int(torch.as_tensor(negatives).size(1))
+    protocol = sampled_protocol(n) if protocol is None else str(protocol)
     per_user = {f"{protocol}/{k}": v for k, v in metrics_from_counts(counts, ks, ties).items()}
     means = _mean(per_user)
     if return_per_user:

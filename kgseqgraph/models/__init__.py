@@ -6,6 +6,7 @@ from .kirec import KIRec, KIRecConfig
 from .kp4sr import KP4SR, KP4SRConfig
 from .lancer import LANCER, LANCERConfig
 from .popularity import Popularity, PopularityConfig
+from .scorer import SequenceScorer
 from .sequential import BERT4Rec, GRU4Rec, IDEmbedder, SASRec, SequentialConfig, SequentialModel
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "LANCERConfig",
     "Popularity",
     "PopularityConfig",
+    "SequenceScorer",
     "SequentialConfig",
     "SequentialModel",
     "SASRec",

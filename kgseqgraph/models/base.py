@@ -7,9 +7,13 @@ and the evaluators talk to it only through this interface and never branch on it
   model's training batch (shifted next-item targets, or a cloze-masked batch);
 * :meth:`SequentialRecommender.loss` returns a dict of named losses whose ``"loss"`` entry is
   optimised;
+* :meth:`SequentialRecommender.shard_batch` keeps one rank's part of a training batch in
+  multi-process training (``docs/distributed.md``);
 * :meth:`SequentialRecommender.score` returns full-catalogue scores ``[B, N]`` for input
   sequences (what the full-ranking evaluator ranks);
 * :meth:`SequentialRecommender.recommend` gives top-k items for new sequences;
+* :meth:`SequentialRecommender.scorer` returns a pure tensor module (padded ids → scores) with
+  everything graph-related precomputed, for export and serving (:mod:`kgseqgraph.export`);
 * :meth:`SequentialRecommender.save_pretrained` / :meth:`from_pretrained` store the config as
   JSON and the weights as safetensors, so a trained model reloads in one line.
 
@@ -79,6 +83,30 @@ class SequentialRecommender(nn.Module):
         """Named losses for one batch; ``"loss"`` is the one the optimiser minimises."""
         raise NotImplementedError
 
+    def shard_batch(self, batch: dict[str, Tensor], rank: int,
+                    world_size: int) -> dict[str, Tensor]:
+        """This rank's part of a global training batch (distributed data-parallel training).
+
+        Every rank builds the same global batch with :meth:`training_batch` (same sequences, same
+        generator state) and keeps its part; DDP then averages the ranks' gradients. The contract:
+        the mean over the ranks of ``loss(part)`` must equal ``loss(batch)``.
+
+        The default keeps rank ``rank``'s block of rows (:func:`torch.tensor_split` into
+        ``world_size`` blocks) of every tensor, which must all share their first dimension. That
+        meets the contract for a loss averaged over rows when the blocks have equal sizes (the
+        trainer makes the global batch size a multiple of ``world_size``; only an epoch's last,
+        smaller batch may split unevenly). Models whose loss averages over a varying number of
+        terms (masked tokens) or holds non-row tensors override this (see
+        :meth:`~kgseqgraph.models.sequential.SequentialModel.shard_batch`).
+        """
+        rows = {int(v.size(0)) for v in batch.values() if isinstance(v, Tensor) and v.dim() > 0}
+        if len(rows) > 1:
+            raise ValueError(f"{type(self).__name__}.shard_batch: the batch's tensors have "
+                             f"different first dimensions {sorted(rows)}; override shard_batch "
+                             "to say which tensors to split")
+        return {k: torch.tensor_split(v, world_size)[rank]
+                if isinstance(v, Tensor) and v.dim() > 0 else v for k, v in batch.items()}
+
     def on_train_step_start(self) -> None:
         """Hook run before each optimiser step."""
 
@@ -114,6 +142,13 @@ class SequentialRecommender(nn.Module):
         top = torch.topk(scores, min(k, scores.size(1)), dim=1)
         self.train(was_training)
         return top.indices, top.values
+
+    def scorer(self, exclude_history: bool = False) -> nn.Module:
+        """A frozen, pure tensor scoring module for serving: ``LongTensor[B, L]`` of left-padded
+        item ids (padding id ``num_items``) → ``Tensor[B, num_items]``, agreeing with
+        :meth:`score`. Models that support export override this (see
+        :meth:`~kgseqgraph.models.sequential.SequentialModel.scorer`)."""
+        raise NotImplementedError(f"{type(self).__name__} has no tensor scorer for export")
 
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:

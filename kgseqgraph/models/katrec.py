@@ -43,6 +43,8 @@ __all__ = ["KATRecConfig", "KATRec", "KGItemEmbedder"]
 
 log = logging.getLogger("kgseqgraph")
 
+_KG_KEYS = frozenset({"kg_head", "kg_relation", "kg_tail", "kg_neg_tail"})
+
 
 @dataclass
 class KATRecConfig(SequentialConfig):
@@ -155,6 +157,15 @@ class KATRec(SequentialModel):
         if self.config.kge_weight > 0:
             batch.update(self._kg_batch(generator, self.config.kge_batch_size))
         return batch
+
+    def shard_batch(self, batch: dict[str, Tensor], rank: int,
+                    world_size: int) -> dict[str, Tensor]:
+        """The sequence rows are split as :meth:`SequentialModel.shard_batch` does; the KG
+        triples are kept whole on every rank (each rank's TransR loss is the global one, so the
+        average over ranks is too)."""
+        kg = {k: v for k, v in batch.items() if k in _KG_KEYS}
+        rest = {k: v for k, v in batch.items() if k not in _KG_KEYS}
+        return {**super().shard_batch(rest, rank, world_size), **kg}
 
     def kge_loss(self, batch: dict[str, Tensor]) -> Tensor:
         kge = self.item_embedder.kge

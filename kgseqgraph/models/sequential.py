@@ -18,6 +18,7 @@ The loss is the softmax cross-entropy over the whole catalogue at every target p
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +30,9 @@ from torch import Tensor, nn
 from ..data.batching import (IGNORE_INDEX, append_mask_token, cloze_mask, pad_sequences,
                              padding_id, shifted_targets)
 from ..data.sequences import Sequences
+from ..nn.losses import catalogue_cross_entropy
 from .base import SequentialRecommender, register_model
+from .scorer import SequenceScorer
 
 __all__ = ["SequentialConfig", "SequentialModel", "SASRec", "BERT4Rec", "GRU4Rec", "IDEmbedder",
            "build_encoder"]
@@ -165,13 +168,35 @@ class SequentialModel(SequentialRecommender):
                 targets[rows, -1] = padded.items[rows, -1]
         return {"items": batch.items, "mask": batch.mask, "targets": targets}
 
+    def shard_batch(self, batch: dict[str, Tensor], rank: int,
+                    world_size: int) -> dict[str, Tensor]:
+        r"""Rank ``rank``'s block of rows, plus ``"loss_denominator"`` :math:`T / W`.
+
+        The loss averages over target positions, and a block's number of targets varies (window
+        lengths, random cloze masks), so a mean of the blocks' means is not the batch's mean.
+        With the global count :math:`T` in the batch, rank :math:`r` returns
+        :math:`W \sum_{t \in r} \ell_t / T`; the mean over the :math:`W` ranks (DDP's gradient
+        average) is :math:`\sum_t \ell_t / T`, the single-process loss, for any split.
+        """
+        count = (batch["targets"] != IGNORE_INDEX).sum()
+        part = super().shard_batch(batch, rank, world_size)
+        part["loss_denominator"] = count.double() / world_size
+        return part
+
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         table = self.item_table()
         hidden = self.encode(batch["items"], batch["mask"], table)
         targets = batch["targets"]
         sel = targets != IGNORE_INDEX
-        logits = hidden[sel] @ table[: self.num_items].t()
-        rec = F.cross_entropy(logits, targets[sel])
+        h, weight = hidden[sel], table[: self.num_items]
+        # full-catalogue softmax CE; the [targets, N] logits are processed in blocks when they
+        # exceed a memory budget (exactly F.cross_entropy(h @ weight.t(), …) below it)
+        denominator = batch.get("loss_denominator")  # set by shard_batch (several processes)
+        if denominator is None:
+            rec = catalogue_cross_entropy(h, weight, targets[sel])
+        else:
+            rec = catalogue_cross_entropy(h, weight, targets[sel], reduction="sum") \
+                / denominator.to(h)
         return {"loss": rec, "rec_loss": rec.detach()}
 
     # ------------------------------------------------------------------ inference
@@ -188,6 +213,38 @@ class SequentialModel(SequentialRecommender):
     def score(self, sequences: Sequences) -> Tensor:
         table = self.item_table()
         return self.sequence_representation(sequences, table) @ table[: self.num_items].t()
+
+    # ------------------------------------------------------------------ serving
+    @property
+    def serving_window(self) -> int:
+        """Most history items :meth:`score` reads: ``max_len`` (``max_len - 1`` for cloze
+        models, whose last position holds the appended ``[mask]``)."""
+        return self.config.max_len - 1 if self.config.objective == "cloze" else self.config.max_len
+
+    @torch.no_grad()
+    def frozen_item_table(self) -> Tensor:
+        """The ``[N + 2, D]`` item table inference uses, computed once in eval mode (dropout
+        off) and detached: for graph models (KATRec) the KG propagation and the fusion run here,
+        once, over the whole graph. The model's train/eval mode is left as it was."""
+        was_training = self.training
+        self.eval()
+        try:
+            return self.item_embedder().detach().clone()
+        finally:
+            self.train(was_training)
+
+    def scorer(self, exclude_history: bool = False) -> SequenceScorer:
+        """A pure tensor module scoring like :meth:`score`: padded ids ``[B, L]`` → ``[B, N]``.
+
+        The item table is frozen into a buffer (:meth:`frozen_item_table`) and the encoder is a
+        copy in eval mode, so the scorer does not change when this model trains on, and holds
+        nothing graph-related. See :class:`~kgseqgraph.models.scorer.SequenceScorer` for the
+        input convention and :func:`kgseqgraph.export.export_scorer` to write it to a file.
+        """
+        return SequenceScorer(copy.deepcopy(self.encoder), self.frozen_item_table(),
+                              self.num_items, self.serving_window,
+                              append_mask_token=self.config.objective == "cloze",
+                              exclude_history=exclude_history)
 
 
 def _preset(name: str, encoder: str, objective: str, doc: str):

@@ -9,6 +9,7 @@ from .checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, 
                          seed_everything, set_rng_state)
 from .config import TrainConfig, resolve_progress
 from .curves import plot_training_curve
+from .distributed import DistributedContext, destroy_distributed, init_distributed
 from .trainer import LinearSchedule, Trainer, TrainResult, resolve_device, run_training
 
 __all__ = [
@@ -26,4 +27,7 @@ __all__ = [
     "atomic_write_json",
     "load_checkpoint",
     "plot_training_curve",
+    "DistributedContext",
+    "init_distributed",
+    "destroy_distributed",
 ]

@@ -1,4 +1,8 @@
-"""``kgseqgraph train``: load a dataset, split it, build a model by name, train, print results."""
+"""``kgseqgraph train``: load a dataset, split it, build a model by name, train, print results.
+
+Under ``torchrun --nproc_per_node=N -m kgseqgraph train …`` the same command trains with N
+processes (``docs/distributed.md``); ``--batch-size`` is then the global batch.
+"""
 from __future__ import annotations
 
 import argparse
@@ -28,10 +32,13 @@ def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
     from ..datasets.registry import load_dataset
     from ..models.factory import build_model
     from .config import TrainConfig
+    from .distributed import init_distributed
     from .trainer import run_training, seed_everything
 
+    ctx = init_distributed()  # under torchrun: join the process group (no-op otherwise)
     kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
-    data = load_dataset(args.dataset, args.root, **kwargs)
+    with ctx.main_process_first():  # rank 0 downloads / processes the dataset cache alone
+        data = load_dataset(args.dataset, args.root, **kwargs)
     split = leave_one_out(data)
     seed_everything(args.seed)
     import dataclasses

@@ -26,6 +26,11 @@ After every epoch the full training state (weights, optimiser, scheduler, best w
 counter, history and every RNG state) is written atomically to ``output_dir/checkpoint.pt``, so a
 killed run resumed with ``resume=True`` ends with exactly the metrics of an uninterrupted run on
 the CPU.
+
+Launched by ``torchrun`` with several processes (:mod:`kgseqgraph.training.distributed`), every
+rank draws the same global batch and keeps its rows (``model.shard_batch``), the loss runs inside
+DistributedDataParallel, the validation and test users are split between the ranks and their rank
+counters gathered exactly, and only rank 0 writes files. See ``docs/distributed.md``.
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -49,6 +55,7 @@ from .checkpoint import (CHECKPOINT_NAME, atomic_torch_save, atomic_write_json, 
                          rng_state, seed_everything, set_rng_state)
 from .config import RESUME_COMPATIBLE_FIELDS, TrainConfig
 from .curves import plot_training_curve
+from .distributed import DistributedContext, init_distributed, wrap_loss
 
 __all__ = ["Trainer", "TrainResult", "LinearSchedule", "run_training", "resolve_device",
            "EpochCallback"]
@@ -138,7 +145,16 @@ class Trainer:
         resume: ``True`` continues from ``output_dir/checkpoint.pt`` (which must exist);
             ``"auto"`` resumes when it exists and starts afresh otherwise; ``False`` starts afresh
             (an existing checkpoint is overwritten after the first epoch).
-        callbacks: ``callback(trainer, record)`` after each epoch (see :data:`EpochCallback`).
+        callbacks: ``callback(trainer, record)`` after each epoch (see :data:`EpochCallback`); in
+            a multi-process run they run on every rank (``trainer.distributed.is_main`` tells
+            rank 0).
+        distributed: the process group
+            (:class:`~kgseqgraph.training.distributed.DistributedContext`); ``None`` joins the
+            one ``torchrun`` describes (:func:`~kgseqgraph.training.distributed.init_distributed`),
+            the single-process context outside ``torchrun``. With ``world_size`` :math:`W > 1`,
+            ``config.batch_size`` is the *global* batch (each rank computes
+            ``batch_size / W`` windows of it), :meth:`fit`, :meth:`evaluate` and :meth:`test`
+            are collective (every rank calls them) and only rank 0 writes files.
 
     Example:
         >>> trainer = Trainer(SASRec.from_dataset(split.num_items, max_len=50), split,
@@ -149,7 +165,8 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, split: LeaveOneOutSplit,
                  config: TrainConfig | None = None, data: Any = None,
-                 resume: bool | str = False, callbacks: Iterable[EpochCallback] = ()) -> None:
+                 resume: bool | str = False, callbacks: Iterable[EpochCallback] = (),
+                 distributed: DistributedContext | None = None) -> None:
         config = TrainConfig() if config is None else config
         if not isinstance(config, TrainConfig):
             raise ValueError(f"config must be a TrainConfig, got {type(config).__name__}")
@@ -179,13 +196,26 @@ class Trainer:
                              "give the model a config.max_len")
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
+        self.distributed = init_distributed() if distributed is None else distributed
+        world = self.distributed.world_size
+        if config.batch_size % world:
+            raise ValueError(f"batch_size={config.batch_size} is the global batch of {world} "
+                             f"processes and must be a multiple of {world} (each process "
+                             f"computes batch_size / {world} windows)")
         self.device = resolve_device(config.device)
+        if self.distributed.enabled and self.device.type == "cuda" and self.device.index is None:
+            self.device = self.distributed.device  # one GPU a process: cuda:<LOCAL_RANK>
         self.model = model.to(self.device)
-        self.progress = config.progress_enabled
+        self.progress = config.progress_enabled and self.distributed.is_main
         self.generator = torch.Generator().manual_seed(config.seed)
+        self._loss_fn: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
 
         self.windows: Sequences = training_windows(split.train, self.max_len)
         self.steps_per_epoch = math.ceil(len(self.windows) / config.batch_size)
+        last = len(self.windows) - (self.steps_per_epoch - 1) * config.batch_size
+        if self.distributed.enabled and 0 < last < world:
+            # the epoch's last batch would leave a process without rows: skip it
+            self.steps_per_epoch -= 1
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * config.epochs
@@ -207,7 +237,8 @@ class Trainer:
         self._negatives: dict[str, Tensor] = {}
         if resume:
             self._resume(required=resume is True)
-        elif self.checkpoint_path is not None and self.checkpoint_path.exists():
+        elif self.checkpoint_path is not None and self.checkpoint_path.exists() \
+                and self.distributed.is_main:
             log.warning("%s exists and resume=False: a fresh run will overwrite it",
                         self.checkpoint_path)
 
@@ -261,13 +292,22 @@ class Trainer:
             raise ValueError("no training windows: every training sequence has fewer than 2 items")
         if len(self.split.targets("valid")) == 0:
             raise ValueError("the split has no validation users; model selection needs some")
+        if self.steps_per_epoch < 1:
+            raise ValueError(f"{len(self.windows)} training windows for "
+                             f"{self.distributed.world_size} processes: no full step to take")
+        # the ranks shuffle and shard identically only if they agree on these
+        self.distributed.check_same(seed=cfg.seed, batch_size=cfg.batch_size,
+                                    windows=len(self.windows), epoch=self.epoch,
+                                    steps_per_epoch=self.steps_per_epoch)
         if self.epoch == 0 and not self._restored:
             seed_everything(cfg.seed, cfg.deterministic)
             self.generator.manual_seed(cfg.seed)
             self.model.on_fit_start(cfg.seed)
-        elif self.epoch > 0:
+        elif self.epoch > 0 and self.distributed.is_main:
             log.info("continuing at epoch %d/%d (best %s %.5f at epoch %d)", self.epoch + 1,
                      cfg.epochs, cfg.valid_metric, self.best_metric, self.best_epoch)
+        if self._loss_fn is None:  # after on_fit_start: DDP starts from rank 0's weights
+            self._loss_fn = wrap_loss(self.model, self.distributed, self.device)
 
         while self.epoch < cfg.epochs and not self.stopped_early:
             epoch = self.epoch + 1
@@ -279,9 +319,10 @@ class Trainer:
             self.epoch = epoch
             self._log_epoch(record)
             self._write_epoch_files()
+            self.distributed.barrier()  # rank 0's checkpoint is on disk before any callback
             for callback in self.callbacks:
                 callback(self, record)
-        if self.stopped_early:
+        if self.stopped_early and self.distributed.is_main:
             log.info("early stopping after epoch %d: no %s improvement in %d evaluations "
                      "(best %.5f at epoch %d)", self.epoch, cfg.valid_metric, self.bad_evals,
                      self.best_metric, self.best_epoch)
@@ -292,6 +333,13 @@ class Trainer:
         model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
         model.train()
         bs = cfg.batch_size
+        dist = self.distributed
+        loss_fn = self._loss_fn if self._loss_fn is not None else model.loss
+        if dist.enabled:
+            # dropout differs between ranks; derived from (seed, epoch, rank), so a resumed run
+            # draws the same masks. Order and batch randomness come from self.generator, the
+            # same on every rank.
+            torch.manual_seed(_rank_seed(cfg.seed, epoch, dist.rank))
         perm = torch.randperm(len(self.windows), generator=self.generator)
         params = [p for g in optimizer.param_groups for p in g["params"]]
         sums: dict[str, Tensor] = {}
@@ -309,8 +357,10 @@ class Trainer:
                 idx = perm[step * bs:(step + 1) * bs]
                 model.on_train_step_start()
                 batch = model.training_batch(self.windows.select(idx), self.generator)
+                if dist.enabled:  # every rank built the global batch; keep this rank's part
+                    batch = model.shard_batch(batch, dist.rank, dist.world_size)
                 batch = _to_device(batch, self.device)
-                losses = model.loss(batch)
+                losses = loss_fn(batch)
                 if "loss" not in losses:
                     raise ValueError(f"{type(model).__name__}.loss() must return a dict with a "
                                      f"'loss' entry, got keys {sorted(losses)}")
@@ -338,6 +388,10 @@ class Trainer:
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - t0
         n = max(self.steps_per_epoch, 1)
+        if dist.enabled and sums:  # the mean of the ranks' shares is the global batch's loss
+            keys = list(sums)  # the same order on every rank
+            mean = dist.all_reduce_mean(torch.stack([sums[k].float() for k in keys]))
+            sums = dict(zip(keys, mean.unbind()))
         train = {k: float(v.cpu()) / n for k, v in sums.items()}
         if not math.isfinite(train.get("loss", 0.0)):
             raise FloatingPointError(f"training loss is {train['loss']} in epoch {epoch}; lower "
@@ -373,6 +427,8 @@ class Trainer:
                 self.stopped_early = True
 
     def _log_epoch(self, r: dict[str, Any]) -> None:
+        if not self.distributed.is_main:
+            return
         cfg = self.config
         msg = f"epoch {r['epoch']}/{cfg.epochs} loss {r['train'].get('loss', float('nan')):.5f}"
         if r["valid"] is not None:
@@ -386,14 +442,19 @@ class Trainer:
     def evaluate(self, stage: str = "valid") -> dict[str, float]:
         """Full-ranking metrics of the current weights on ``stage`` (``"valid"`` or ``"test"``).
 
-        Users are scored ``eval_chunk_size`` at a time with ``model.score`` in eval mode; each
+        Users are scored ``eval_chunk_size`` at a time (``None``: as many as fit a 256 MiB
+        score budget) with ``model.score`` in eval mode; each
         user's input items are excluded from its ranking when ``config.exclude_history``. With
         ``config.sampled_negatives`` the sampled-protocol metrics are added under
         ``"sampled-<n>/<metric>"`` (uniform) or ``"sampled-pop-<n>/<metric>"`` keys; the
         negatives avoid the user's history and target, are drawn once per stage from a seed
         derived from ``config.seed`` and reused at every validation.
+
+        With several processes each rank scores a contiguous block of users; the blocks' integer
+        rank counters are concatenated on every rank before the metrics are computed, so every
+        rank returns exactly the single-process metrics (a collective: call it on every rank).
         """
-        from ..evaluation.full_ranking import evaluate_full_ranking
+        from ..evaluation.full_ranking import full_ranking_counts
 
         cfg = self.config
         inputs = self.split.inputs(stage)
@@ -401,26 +462,42 @@ class Trainer:
         if len(inputs) != targets.numel():
             raise ValueError(f"{stage}: {len(inputs)} input sequences for {targets.numel()} "
                              "targets")
-        exclude = (inputs.ptr, inputs.items) if cfg.exclude_history else None
+        start, end = self.distributed.shard_range(len(inputs))
+        mine = _slice(inputs, start, end)  # this rank's users (all of them in one process)
+        exclude = (mine.ptr, mine.items) if cfg.exclude_history else None
         model = self.model
         was_training = model.training
         model.eval()
         try:
-            def score_fn(start: int, end: int) -> Tensor:
-                return model.score(_slice(inputs, start, end))
+            def score_fn(lo: int, hi: int) -> Tensor:
+                return model.score(_slice(mine, lo, hi))
 
-            metrics = evaluate_full_ranking(score_fn, targets, exclude, cfg.ks, cfg.ties,
+            counts = self._gather_counts(
+                lambda: full_ranking_counts(score_fn, targets[start:end], exclude,
                                             cfg.eval_chunk_size, self.progress,
-                                            num_items=getattr(model, "num_items", None))
+                                            num_items=getattr(model, "num_items", None)),
+                start, end, targets.numel())
+            metrics = _ranking_metrics(counts, cfg.ks, cfg.ties)
             if cfg.sampled_negatives is not None:
-                metrics.update(self._sampled(stage, score_fn, inputs, targets))
+                metrics.update(self._sampled(stage, score_fn, inputs, targets, start, end))
         finally:
             model.train(was_training)
-        return {k: float(v) for k, v in metrics.items()}
+        return metrics
+
+    def _gather_counts(self, compute: Callable[[], Any], start: int, end: int,
+                       total: int) -> Any:
+        """Rank counts of all ``total`` users from this rank's block ``[start, end)``."""
+        from ..evaluation.metrics import RankCounts
+
+        empty = torch.zeros(0, dtype=torch.long)
+        mine = compute() if end > start else RankCounts(empty, empty)
+        gather = self.distributed.gather_rows
+        return RankCounts(gather(mine.greater, start, total), gather(mine.ties, start, total))
 
     def _sampled(self, stage: str, score_fn: Callable[[int, int], Tensor], inputs: Sequences,
-                 targets: Tensor) -> dict[str, float]:
-        from ..evaluation.sampled import evaluate_sampled, sample_negatives, sampled_protocol
+                 targets: Tensor, start: int, end: int) -> dict[str, float]:
+        from ..evaluation.full_ranking import resolve_chunk_size
+        from ..evaluation.sampled import sample_negatives, sampled_counts, sampled_protocol
 
         cfg = self.config
         n = cfg.sampled_negatives
@@ -434,9 +511,15 @@ class Trainer:
             self._negatives[stage] = sample_negatives(
                 self.split.num_items, targets, (inputs.ptr, inputs.items), n,
                 cfg.sampled_strategy, popularity, seed)
-        return evaluate_sampled(score_fn, targets, self._negatives[stage], cfg.ks, cfg.ties,
-                                cfg.eval_chunk_size, sampled_protocol(n, cfg.sampled_strategy),
-                                progress=self.progress)
+        protocol = sampled_protocol(n, cfg.sampled_strategy)
+        counts = self._gather_counts(
+            lambda: sampled_counts(score_fn, targets[start:end],
+                                   self._negatives[stage][start:end],
+                                   resolve_chunk_size(cfg.eval_chunk_size, self.split.num_items),
+                                   progress=self.progress, desc=protocol),
+            start, end, targets.numel())
+        return {f"{protocol}/{k}": v
+                for k, v in _ranking_metrics(counts, cfg.ks, cfg.ties).items()}
 
     def test(self, load_best: bool = True) -> dict[str, float]:
         """Evaluate the test split (with the best validation weights when ``load_best`` and a
@@ -461,14 +544,20 @@ class Trainer:
                              test=test, history=list(self.history), timings=timings,
                              epochs_run=self.epoch, stopped_early=self.stopped_early,
                              output_dir=str(self.output_dir) if self.output_dir else None)
+        if not self.distributed.is_main:
+            self.distributed.barrier()  # return once rank 0 has written the run's files
+            return result
         log.info("best epoch %d: valid %s %.5f, test %s %.5f", self.best_epoch, cfg.valid_metric,
                  (self.best_valid or {}).get(cfg.valid_metric, float("nan")), cfg.valid_metric,
                  test.get(cfg.valid_metric, float("nan")))
-        if self.output_dir is not None:
-            save = getattr(self.model, "save_pretrained", None)
-            if callable(save):
-                save(self.output_dir / BEST_MODEL_DIR)
-            atomic_write_json(self._results_dict(result), self.output_dir / RESULTS_NAME)
+        try:
+            if self.output_dir is not None:
+                save = getattr(self.model, "save_pretrained", None)
+                if callable(save):
+                    save(self.output_dir / BEST_MODEL_DIR)
+                atomic_write_json(self._results_dict(result), self.output_dir / RESULTS_NAME)
+        finally:
+            self.distributed.barrier()
         return result
 
     def _timings(self) -> dict[str, float]:
@@ -493,6 +582,7 @@ class Trainer:
             "split": dict(getattr(self.split, "report", {}) or {}),
             "train_windows": len(self.windows),
             "device": str(self.device),
+            "world_size": self.distributed.world_size,
             "versions": versions(),
             "files": {"metrics": METRICS_NAME, "curve": CURVE_NAME,
                       "best_model": BEST_MODEL_DIR, "checkpoint": CHECKPOINT_NAME},
@@ -507,7 +597,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ files & checkpoints
     def _write_epoch_files(self) -> None:
-        if self.output_dir is None:
+        if self.output_dir is None or not self.distributed.is_main:
             return
         self.save_checkpoint()
         atomic_write_json({"valid_metric": self.config.valid_metric,
@@ -599,6 +689,19 @@ def _slice(seqs: Sequences, start: int, end: int) -> Sequences:
     times = seqs.times[lo:hi] if seqs.times is not None else None
     return Sequences(seqs.ptr[start:end + 1] - lo, seqs.items[lo:hi], seqs.users[start:end],
                      seqs.num_items, times)
+
+
+def _ranking_metrics(counts: Any, ks: Iterable[int], ties: str) -> dict[str, float]:
+    """Means over users of the metrics of :class:`~kgseqgraph.evaluation.metrics.RankCounts`
+    (what :func:`~kgseqgraph.evaluation.evaluate_full_ranking` returns for the same counts)."""
+    from ..evaluation.metrics import metrics_from_counts
+
+    return {k: float(v.mean()) for k, v in metrics_from_counts(counts, ks, ties).items()}
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """A seed for ``rank``'s global RNG in ``epoch``, independent across ranks and epochs."""
+    return int(np.random.SeedSequence([seed % 2**64, epoch, rank]).generate_state(1)[0])
 
 
 def _to_device(batch: Any, device: torch.device) -> Any:

@@ -105,13 +105,31 @@ def left_align(mask: Tensor) -> Tensor:
     every row (right padding), with real items in their original order (a stable sort of
     :math:`\lnot M`). Scatter back with ``torch.zeros_like(y).scatter(1, perm, y)``.
 
+    Under graph capture (:mod:`torch.export`, ONNX export, ``torch.compile``, tracing) the same
+    permutation is computed without a sort (:func:`_left_align_without_sort`): ONNX has no
+    stable sort. Eager code keeps the stable sort, the faster of the two on CPU.
+
     Args:
         mask: ``BoolTensor[B, L]``.
 
     Returns:
         ``LongTensor[B, L]``.
     """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return _left_align_without_sort(mask)
     return torch.argsort((~mask).to(torch.uint8), dim=1, stable=True)
+
+
+def _left_align_without_sort(mask: Tensor) -> Tensor:
+    r""":func:`left_align` by one scatter: the real item at column :math:`t` goes to slot
+    :math:`c_{b,t} - 1` with :math:`c_{b,t} = \sum_{s \le t} M_{b,s}`, the padding at column
+    :math:`t` to slot :math:`n_b + (t + 1 - c_{b,t}) - 1` (:math:`n_b` real items in the row), and
+    the permutation is that map inverted."""
+    length = mask.size(1)
+    before = mask.long().cumsum(dim=1)
+    upto = torch.arange(1, length + 1, device=mask.device)
+    slot = torch.where(mask, before - 1, before[:, -1:] + upto - before - 1)
+    return torch.empty_like(slot).scatter_(1, slot, (upto - 1).expand_as(slot))
 
 
 def gather_last(hidden: Tensor, mask: Tensor) -> Tensor:

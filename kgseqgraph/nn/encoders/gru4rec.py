@@ -90,7 +90,13 @@ class GRU4RecEncoder(SequenceEncoder):
     def _encode(self, x: Tensor, mask: Tensor) -> Tensor:
         perm = left_align(mask)
         mask = mask.gather(1, perm)
-        steps = int(mask.sum(dim=1).max())  # longest row: the GRU never runs past it
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():
+            # graph capture (torch.export, ONNX, tracing) cannot depend on the data: run over
+            # every column; the extra steps read trailing padding after a row's real items, so
+            # no real output changes
+            steps = mask.size(1)
+        else:
+            steps = int(mask.sum(dim=1).max())  # longest row: the GRU never runs past it
         if steps == 0:
             return x.new_zeros(x.shape) + 0.0 * x
         perm = perm[:, :steps]

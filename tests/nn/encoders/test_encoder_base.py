@@ -6,6 +6,7 @@ import torch
 
 from kgseqgraph.nn.encoders import (BERT4RecConfig, GRU4RecConfig, SASRecConfig, TransformerLayer,
                                     gather_last, left_align, positions_from_mask)
+from kgseqgraph.nn.encoders.base import _left_align_without_sort
 
 MASK = torch.tensor([[0, 0, 1, 1, 1],
                      [1, 1, 1, 0, 0],
@@ -31,6 +32,17 @@ def test_left_align_hand_values() -> None:
     assert torch.equal(aligned, torch.arange(5) < MASK.sum(1, keepdim=True))
     y = torch.arange(20.0).view(4, 5)
     assert torch.equal(torch.zeros_like(y).scatter(1, perm, y.gather(1, perm)), y)
+
+
+def test_left_align_without_sort_equals_the_stable_sort() -> None:
+    """The sort-free form used under graph capture (ONNX has no stable sort) is the same map."""
+    g = torch.Generator().manual_seed(0)
+    for length in (1, 2, 7, 33):
+        mask = torch.rand(64, length, generator=g) < torch.rand(64, 1, generator=g)
+        mask[0], mask[1] = True, False  # a full and an empty row
+        assert torch.equal(_left_align_without_sort(mask), left_align(mask))
+    assert torch.equal(_left_align_without_sort(MASK), left_align(MASK))
+    assert _left_align_without_sort(MASK[:, :0]).shape == (4, 0)
 
 
 def test_gather_last_hand_values() -> None:
