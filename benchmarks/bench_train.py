@@ -6,10 +6,17 @@ For each model: training samples/s (windows of up to max_len + 1 items per secon
 positions per second) over ``--steps`` optimiser steps after a warm-up step, and full-ranking
 evaluation users/s over every test user (history excluded). SASRec is the baseline of the same
 run: every row carries its ratio to SASRec, so machine noise cancels. Prints one JSON object.
+
+``--compare-full-window`` also times evaluation with every position of the last transformer
+block computed (the path before ``output_positions``: encode the whole window, read one column),
+interleaved with the default path over ``--eval-repeats`` rounds, and reports the best time of
+each and their ratio (``eval_speedup_vs_full_window``).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import platform
 import time
@@ -20,9 +27,22 @@ from kgseqgraph.data import IGNORE_INDEX, leave_one_out, training_windows
 from kgseqgraph.datasets.registry import load_dataset
 from kgseqgraph.evaluation import evaluate_full_ranking
 from kgseqgraph.models import build_model
+from kgseqgraph.nn.encoders import SequenceEncoder
 
 
-def bench_model(name: str, data, split, steps: int, batch_size: int, max_len: int) -> dict:
+@contextlib.contextmanager
+def full_window_encoder(encoder):
+    """Within the block, ``encoder`` computes every position of every block even when only one
+    output position per row is asked for (the generic encode-then-gather path)."""
+    encoder._encode_at = functools.partial(SequenceEncoder._encode_at, encoder)
+    try:
+        yield
+    finally:
+        del encoder._encode_at
+
+
+def bench_model(name: str, data, split, steps: int, batch_size: int, max_len: int,
+                compare_full_window: bool = False, eval_repeats: int = 3) -> dict:
     torch.manual_seed(0)
     model = build_model(name, data, max_len=max_len, hidden_size=64)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -48,17 +68,34 @@ def bench_model(name: str, data, split, steps: int, batch_size: int, max_len: in
 
     model.eval()
     inputs = split.test_inputs
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        metrics = evaluate_full_ranking(lambda s, e: model.score(inputs.select(torch.arange(s, e))),
-                                        split.test_targets, exclude=inputs, chunk_size=512)
-    eval_s = time.perf_counter() - t0
-    return {"train_samples_per_s": steps * batch_size / train_s,
-            "train_targets_per_s": targets / train_s,
-            "seconds_per_step": train_s / steps,
-            "eval_users_per_s": len(inputs) / eval_s,
-            "eval_seconds": eval_s,
-            "untrained_test_NDCG@10": metrics["NDCG@10"]}
+
+    def evaluate() -> tuple[float, dict]:
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            metrics = evaluate_full_ranking(
+                lambda s, e: model.score(inputs.select(torch.arange(s, e))),
+                split.test_targets, exclude=inputs, chunk_size=512)
+        return time.perf_counter() - t0, metrics
+
+    eval_s, metrics = evaluate()
+    row = {"train_samples_per_s": steps * batch_size / train_s,
+           "train_targets_per_s": targets / train_s,
+           "seconds_per_step": train_s / steps,
+           "eval_users_per_s": len(inputs) / eval_s,
+           "eval_seconds": eval_s,
+           "untrained_test_NDCG@10": metrics["NDCG@10"]}
+    if compare_full_window and isinstance(model.encoder, SequenceEncoder):
+        fast, full = [eval_s], []
+        for _ in range(eval_repeats):
+            with full_window_encoder(model.encoder):
+                t, full_metrics = evaluate()
+            full.append(t)
+            fast.append(evaluate()[0])
+        row.update({"eval_seconds_best": min(fast),
+                    "eval_seconds_full_window_best": min(full),
+                    "eval_speedup_vs_full_window": min(full) / min(fast),
+                    "full_window_test_NDCG@10": full_metrics["NDCG@10"]})
+    return row
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -69,12 +106,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-len", type=int, default=50)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--models", default="sasrec,bert4rec,katrec")
+    p.add_argument("--compare-full-window", action="store_true",
+                   help="also time evaluation computing every position of the last block")
+    p.add_argument("--eval-repeats", type=int, default=3)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset("ml-100k", args.root)
     split = leave_one_out(data)
-    rows = {m: bench_model(m, data, split, args.steps, args.batch_size, args.max_len)
+    rows = {m: bench_model(m, data, split, args.steps, args.batch_size, args.max_len,
+                           args.compare_full_window, args.eval_repeats)
             for m in args.models.split(",")}
     base = rows.get("sasrec")
     if base:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..nn.encoders.base import gather_last
+from ..nn.encoders.base import encode_at, last_positions
 
 __all__ = ["SequenceScorer"]
 
@@ -104,8 +104,10 @@ class SequenceScorer(nn.Module):
             mask = torch.cat([mask, mask.new_ones((b, 1))], dim=1)
         else:
             inputs = items
-        hidden = self.encoder(F.embedding(inputs, self.item_table), mask)
-        rep = hidden[:, -1] if self.append_mask_token else gather_last(hidden, mask)
+        # the most recent real item (the appended [mask] for cloze models); only that
+        # position's output is computed in full
+        rep = encode_at(self.encoder, F.embedding(inputs, self.item_table), mask,
+                        last_positions(mask))
         scores = rep @ self.item_table[: self.num_items].t()
         if self.exclude_history:
             # two spare columns take the padding / [mask] ids; dropped after the scatter

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from ..data.batching import (IGNORE_INDEX, append_mask_token, cloze_mask, pad_sequences,
                              padding_id, shifted_targets)
 from ..data.sequences import Sequences
+from ..nn.encoders.base import encode_at
 from ..nn.losses import catalogue_cross_entropy
 from .base import SequentialRecommender, register_model
 from .scorer import SequenceScorer
@@ -205,10 +206,13 @@ class SequentialModel(SequentialRecommender):
         device = table.device
         if cfg.objective == "cloze":
             batch = append_mask_token(sequences, cfg.max_len, cfg.num_items).to(device)
-            return self.encode(batch.items, batch.mask, table)[:, -1]
-        batch = pad_sequences(sequences, cfg.max_len, padding_id(cfg.num_items)).to(device)
-        hidden = self.encode(batch.items, batch.mask, table)
-        return hidden[:, -1]  # left padding: the most recent item is in the last column
+        else:
+            batch = pad_sequences(sequences, cfg.max_len, padding_id(cfg.num_items)).to(device)
+        # left padding: the most recent item (or the appended [mask]) is in the last column; only
+        # that column's output is computed in full (see SequenceEncoder.forward)
+        last = torch.full((batch.items.size(0),), batch.items.size(1) - 1, dtype=torch.long,
+                          device=device)
+        return encode_at(self.encoder, F.embedding(batch.items, table), batch.mask, last)
 
     def score(self, sequences: Sequences) -> Tensor:
         table = self.item_table()

@@ -36,6 +36,9 @@ __all__ = [
     "positions_from_mask",
     "left_align",
     "gather_last",
+    "last_positions",
+    "gather_positions",
+    "encode_at",
     "check_position_origin",
     "check_max_len",
     "HFEncoderConfig",
@@ -132,6 +135,29 @@ def _left_align_without_sort(mask: Tensor) -> Tensor:
     return torch.empty_like(slot).scatter_(1, slot, (upto - 1).expand_as(slot))
 
 
+def last_positions(mask: Tensor) -> Tensor:
+    r"""Column of the most recent real item of each row, :math:`t_b = \max\{t : M_{b,t}\}`
+    (0 for a row without real items).
+
+    Args:
+        mask: ``BoolTensor[B, L]``.
+
+    Returns:
+        ``LongTensor[B]``.
+    """
+    if mask.size(1) == 0:
+        return torch.zeros(mask.size(0), dtype=torch.long, device=mask.device)
+    idx = torch.arange(mask.size(1), device=mask.device).expand_as(mask)
+    return torch.where(mask, idx, -1).amax(dim=1).clamp(min=0)
+
+
+def gather_positions(hidden: Tensor, positions: Tensor) -> Tensor:
+    """``hidden[b, positions[b]]`` for every row: ``Tensor[B, L, D]``, ``LongTensor[B]`` →
+    ``Tensor[B, D]``."""
+    index = positions.view(-1, 1, 1).expand(-1, 1, hidden.size(-1))
+    return hidden.gather(1, index).squeeze(1)
+
+
 def gather_last(hidden: Tensor, mask: Tensor) -> Tensor:
     r"""Output at the most recent real position of each row (zeros for rows without one).
 
@@ -156,6 +182,19 @@ def gather_last(hidden: Tensor, mask: Tensor) -> Tensor:
     has = last >= 0
     out = hidden.gather(1, last.clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1)))
     return torch.where(has.unsqueeze(-1), out.squeeze(1), 0.0)
+
+
+def encode_at(encoder: nn.Module, item_embeddings: Tensor, mask: Tensor,
+              positions: Tensor) -> Tensor:
+    """Output of ``encoder`` at one position per row, ``Tensor[B, D]``.
+
+    A :class:`SequenceEncoder` is asked for those positions only (``output_positions``: the
+    transformer encoders then skip the last block's work at every other position); any other
+    module encodes the whole window and the positions are gathered.
+    """
+    if isinstance(encoder, SequenceEncoder):
+        return encoder(item_embeddings, mask, output_positions=positions)
+    return gather_positions(encoder(item_embeddings, mask), positions)
 
 
 class SequenceEncoder(nn.Module):
@@ -203,6 +242,14 @@ class SequenceEncoder(nn.Module):
     def _encode(self, x: Tensor, mask: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _encode_at(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        """Output ``[B, D]`` at ``positions[b]`` of each row (padding not yet zeroed).
+
+        The default encodes the whole window and gathers; encoders that can save work when only
+        one position per row is read (the transformer encoders) override it.
+        """
+        return gather_positions(self._encode(x, mask), positions)
+
     def check_inputs(self, item_embeddings: Tensor, mask: Tensor | None) -> Tensor:
         """Validate shapes and return the mask as a ``BoolTensor[B, L]``."""
         x = item_embeddings
@@ -227,21 +274,42 @@ class SequenceEncoder(nn.Module):
             mask = mask != 0
         return mask.to(x.device)
 
-    def forward(self, item_embeddings: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Encode a padded batch.
+    def forward(self, item_embeddings: Tensor, mask: Tensor | None = None,
+                output_positions: Tensor | None = None) -> Tensor:
+        r"""Encode a padded batch.
 
         Args:
             item_embeddings: ``Tensor[B, L, D]``.
             mask: ``BoolTensor[B, L]``, ``True`` at real items (``None``: no padding).
+            output_positions: ``LongTensor[B]`` of columns :math:`0 \le p_b < L` (``None``: all
+                columns). When given, only the output at column :math:`p_b` of each row is
+                returned — the value ``forward(x, mask)[b, p_b]`` would have — which lets
+                inference (one scored position per row) skip work the other positions need.
 
         Returns:
-            ``Tensor[B, L, D]``, zero at padding positions.
+            ``Tensor[B, L, D]``, zero at padding positions; ``Tensor[B, D]`` with
+            ``output_positions`` (zero for a row whose position is padding).
         """
         mask = self.check_inputs(item_embeddings, mask)
+        if output_positions is not None:
+            return self._forward_at(item_embeddings, mask, output_positions)
         if mask.size(1) == 0:
             return item_embeddings * 0.0
         out = self._encode(item_embeddings, mask)
         return out.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+    def _forward_at(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        if (not isinstance(positions, Tensor) or positions.dim() != 1
+                or positions.size(0) != x.size(0) or positions.is_floating_point()):
+            raise ValueError(f"{type(self).__name__}: output_positions must be an integer "
+                             f"tensor [B] = [{x.size(0)}], got "
+                             f"{tuple(getattr(positions, 'shape', ()))}")
+        if mask.size(1) == 0:
+            return x.new_zeros(x.size(0), x.size(-1))
+        positions = positions.to(device=x.device, dtype=torch.long)
+        out = self._encode_at(x, mask, positions)
+        real = mask.gather(1, positions.unsqueeze(1))
+        return out.masked_fill(~real, 0.0)
 
     def _repr_args(self) -> str:
         return str(self.hidden_size)
@@ -329,17 +397,49 @@ class TransformerLayer(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, L, D))
 
+    def _attention_one(self, query: Tensor, x: Tensor, attn_mask: Tensor | None) -> Tensor:
+        """Attention of one query row per sequence (``query: [B, 1, D]``) over all of ``x``."""
+        B, L, D = x.shape
+        w_q, w_kv = self.qkv.weight.split([D, 2 * D])
+        b_q, b_kv = self.qkv.bias.split([D, 2 * D])
+        q = F.linear(query, w_q, b_q).view(B, 1, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = F.linear(x, w_kv, b_kv).view(B, L, 2, self.num_heads,
+                                            self.head_dim).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask,
+            dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, 1, D))
+
     def _ffn(self, x: Tensor) -> Tensor:
         return self.ffn2(_ACTIVATIONS[self.activation](self.ffn1(x)))
 
     def forward(self, x: Tensor, attn_mask: Tensor | None = None,
-                is_causal: bool = False) -> Tensor:
+                is_causal: bool = False, query_index: Tensor | None = None) -> Tensor:
         """Args:
             x: ``Tensor[B, L, D]``.
             attn_mask: boolean ``[B, 1, L, L]`` / ``[B, 1, 1, L]`` (``True`` = may attend) or
                 ``None``; every query must be allowed at least one key.
             is_causal: apply a causal mask (with ``attn_mask=None``).
+            query_index: ``LongTensor[B]``: compute the block's output at column
+                ``query_index[b]`` of each row only, ``Tensor[B, 1, D]`` (keys and values still
+                come from every column). ``attn_mask`` is then that query's row, ``[B, 1, 1, L]``
+                (``is_causal`` is not allowed: the caller states which keys the query sees).
+
+        Returns:
+            ``Tensor[B, L, D]``, or ``Tensor[B, 1, D]`` with ``query_index``.
         """
+        if query_index is not None:
+            if is_causal:
+                raise ValueError("query_index needs an explicit attn_mask, not is_causal")
+            index = query_index.view(-1, 1, 1).expand(-1, 1, x.size(-1))
+            if self.norm_first:
+                xn = self.norm1(x)
+                x = x.gather(1, index) + self.dropout(
+                    self._attention_one(xn.gather(1, index), xn, attn_mask))
+                return x + self.dropout(self._ffn(self.norm2(x)))
+            x_q = x.gather(1, index)
+            x = self.norm1(x_q + self.dropout(self._attention_one(x_q, x, attn_mask)))
+            return self.norm2(x + self.dropout(self._ffn(x)))
         if self.norm_first:
             x = x + self.dropout(self._attention(self.norm1(x), attn_mask, is_causal))
             return x + self.dropout(self._ffn(self.norm2(x)))

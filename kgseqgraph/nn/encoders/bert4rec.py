@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .base import (EncoderConfig, SequenceEncoder, TransformerLayer, check_max_len,
-                   check_position_origin, positions_from_mask)
+                   check_position_origin, gather_positions, positions_from_mask)
 
 __all__ = ["BERT4RecConfig", "BERT4RecEncoder"]
 
@@ -103,7 +103,8 @@ class BERT4RecEncoder(SequenceEncoder):
         if isinstance(self.final_norm, nn.LayerNorm):
             self.final_norm.reset_parameters()
 
-    def _encode(self, x: Tensor, mask: Tensor) -> Tensor:
+    def _input(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Block input and the attention mask ``[B, 1, 1, L]`` over keys."""
         cfg = self.config
         check_max_len(mask, cfg.max_len, type(self).__name__)
         h = x + self.position_embedding(positions_from_mask(mask, cfg.position_origin))
@@ -111,10 +112,23 @@ class BERT4RecEncoder(SequenceEncoder):
         # keys: real items only; a row without any real item may attend anywhere (its outputs
         # are zeroed), so no softmax row is empty and nothing becomes NaN.
         keys = mask | ~mask.any(dim=1, keepdim=True)
-        attn_mask = keys[:, None, None, :]
+        return h, keys[:, None, None, :]
+
+    def _encode(self, x: Tensor, mask: Tensor) -> Tensor:
+        h, attn_mask = self._input(x, mask)
         for layer in self.layers:
             h = layer(h, attn_mask=attn_mask)
         return self.final_norm(h)
+
+    def _encode_at(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        # one query per row in the last block; the earlier blocks run in full
+        h, attn_mask = self._input(x, mask)
+        if len(self.layers) == 0:
+            return self.final_norm(gather_positions(h, positions))
+        for layer in self.layers[:-1]:
+            h = layer(h, attn_mask=attn_mask)
+        h = self.layers[-1](h, attn_mask=attn_mask, query_index=positions)
+        return self.final_norm(h.squeeze(1))
 
     def _repr_args(self) -> str:
         c = self.config

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import (EncoderConfig, SequenceEncoder, TransformerLayer, check_max_len,
-                   check_position_origin, left_align, positions_from_mask)
+                   check_position_origin, gather_positions, left_align, positions_from_mask)
 
 __all__ = ["SASRecConfig", "SASRecEncoder"]
 
@@ -131,7 +131,8 @@ class SASRecEncoder(SequenceEncoder):
             if isinstance(norm, nn.LayerNorm):
                 norm.reset_parameters()
 
-    def _encode(self, x: Tensor, mask: Tensor) -> Tensor:
+    def _aligned_input(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Block input with each row's real items moved to its front, and the gather index."""
         cfg = self.config
         check_max_len(mask, cfg.max_len, type(self).__name__)
         perm = left_align(mask)
@@ -142,11 +143,28 @@ class SASRecEncoder(SequenceEncoder):
             x = x * math.sqrt(cfg.hidden_size)
         h = x + self.position_embedding(positions_from_mask(mask, cfg.position_origin))
         h = self.dropout(self.input_norm(h))
-        h = h.masked_fill(~mask.unsqueeze(-1), 0.0)
+        return h.masked_fill(~mask.unsqueeze(-1), 0.0), index
+
+    def _encode(self, x: Tensor, mask: Tensor) -> Tensor:
+        h, index = self._aligned_input(x, mask)
         for layer in self.layers:
             h = layer(h, is_causal=True)
         h = self.final_norm(h)
         return torch.zeros_like(h).scatter(1, index, h)
+
+    def _encode_at(self, x: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        # one query per row in the last block; the earlier blocks run in full
+        h, _ = self._aligned_input(x, mask)
+        # after left alignment the real item at column p sits at column (#real items <= p) - 1
+        slot = (mask.long().cumsum(dim=1).gather(1, positions.unsqueeze(1)) - 1).clamp(min=0)
+        slot = slot.squeeze(1)
+        if len(self.layers) == 0:
+            return self.final_norm(gather_positions(h, slot))
+        for layer in self.layers[:-1]:
+            h = layer(h, is_causal=True)
+        keys = torch.arange(h.size(1), device=h.device) <= slot.unsqueeze(1)  # causal row
+        h = self.layers[-1](h, attn_mask=keys[:, None, None, :], query_index=slot)
+        return self.final_norm(h.squeeze(1))
 
     def _repr_args(self) -> str:
         c = self.config
