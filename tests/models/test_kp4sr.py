@@ -13,15 +13,6 @@ TINY = dict(max_len=6, d_model=32, d_ff=64, num_layers=2, num_decoder_layers=1, 
             d_kv=16, dropout=0.0, prompts_per_item=2, knowledge_items=3, min_word_frequency=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny matmuls: intra-op threads only add synchronisation (100x slower on a busy 2-core box)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def data():
     return Synthetic(num_users=40, num_items=30, num_entities=8, num_relations=3, seq_len=8,

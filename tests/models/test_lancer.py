@@ -17,14 +17,6 @@ from kgseqgraph.models.lancer import (LANCER, LANCERConfig, build_word_tokenizer
 pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TITLES = ["toy story", "golden eye", "four rooms", "get shorty", "copy cat", "twelve monkeys",
           "babe", "dead man walking"]
 GENRES = ["animation", "action", "comedy", "comedy", "thriller", "drama", "drama", "drama"]

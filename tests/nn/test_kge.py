@@ -9,7 +9,6 @@ from kgseqgraph.nn.kge import (TransE, TransR, TripleIndex, kg_triples, relation
                                sample_negative_tails)
 from kgseqgraph.nn.kge_eval import (KGETrainConfig, filtered_ranks, random_baseline, rank_metrics,
                                     split_triples, train_kge)
-from kgseqgraph.testing import require_data
 
 
 def _tiny_transr(reg=0.1):
@@ -186,30 +185,10 @@ def test_random_baseline_exact():
     assert out["mean_rank"] == pytest.approx((1 + 2.5) / 2)
 
 
-def _ml100k():
-    kg_path = require_data("ml-100k/ml-100k.kg")
-    d = kg_path.parent
-    inter = pd.read_csv(d / "ml-100k.inter", sep="\t", header=0,
-                        names=["user", "item", "rating", "time"], dtype={"user": str, "item": str})
-    kg = pd.read_csv(kg_path, sep="\t", header=0, names=["head", "relation", "tail"], dtype=str)
-    link = pd.read_csv(d / "ml-100k.link", sep="\t", header=0, names=["item", "entity"], dtype=str)
-    return build_collaborative_kg(inter, kg, link, items=sorted(inter["item"].unique(), key=int))
-
-
-@pytest.fixture
-def one_thread():
-    # The CI box has 2 cores shared by several processes: OpenMP threads spinning against each
-    # other can make small steps 40x slower, so the real-data tests run single-threaded.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.mark.realdata
-def test_transr_trains_on_ml100k(one_thread):
+def test_transr_trains_on_ml100k(ml100k_graph):
     torch.manual_seed(0)
-    tr = kg_triples(_ml100k())
+    tr = kg_triples(ml100k_graph)
     assert (tr.num_nodes, tr.num_relations, tr.head.numel()) == (34712, 48, 183262)
     sp = split_triples(tr, seed=0)
     m = TransR(tr.num_nodes, tr.num_relations, 32, 32)

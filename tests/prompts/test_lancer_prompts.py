@@ -14,14 +14,6 @@ from kgseqgraph.prompts.lancer import (KnowledgePrompt, ReasoningPrompt, extend_
 transformers = pytest.importorskip("transformers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: intra-op threads only add contention on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny_gpt2(seed: int = 0):
     torch.manual_seed(seed)

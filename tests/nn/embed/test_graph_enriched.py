@@ -5,7 +5,6 @@ import torch.nn.functional as F
 
 from kgseqgraph.data import build_collaborative_kg, relational_view
 from kgseqgraph.nn import KGEnricher, TransR
-from kgseqgraph.testing import require_data
 
 
 def _graph():
@@ -84,29 +83,14 @@ def test_reset_parameters():
     assert all(not torch.equal(a, b) for a, b in zip(before, enr.parameters()) if a.dim() > 1)
 
 
-def _ml100k():
-    kg_path = require_data("ml-100k/ml-100k.kg")
-    d = kg_path.parent
-    inter = pd.read_csv(d / "ml-100k.inter", sep="\t", header=0,
-                        names=["user", "item", "rating", "time"], dtype={"user": str, "item": str})
-    kg = pd.read_csv(kg_path, sep="\t", header=0, names=["head", "relation", "tail"], dtype=str)
-    link = pd.read_csv(d / "ml-100k.link", sep="\t", header=0, names=["item", "entity"], dtype=str)
-    return build_collaborative_kg(inter, kg, link, items=sorted(inter["item"].unique(), key=int))
-
-
 @pytest.mark.realdata
-def test_forward_backward_on_ml100k():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops on a shared 2-core box: one thread is fastest
-    try:
-        torch.manual_seed(0)
-        enr = KGEnricher(_ml100k())
-        assert (enr.num_nodes, enr.num_relations, enr.edge_index.size(1)) == (34712, 48, 183262)
-        z = enr()
-        assert z.shape == (1682, 128) and torch.isfinite(z).all()
-        z.pow(2).sum().backward()
-        assert enr.node_emb.weight.grad.abs().sum() > 0
-        for conv in enr.convs:
-            assert conv.rel_proj.grad.abs().sum() > 0
-    finally:
-        torch.set_num_threads(n)
+def test_forward_backward_on_ml100k(ml100k_graph):
+    torch.manual_seed(0)
+    enr = KGEnricher(ml100k_graph)
+    assert (enr.num_nodes, enr.num_relations, enr.edge_index.size(1)) == (34712, 48, 183262)
+    z = enr()
+    assert z.shape == (1682, 128) and torch.isfinite(z).all()
+    z.pow(2).sum().backward()
+    assert enr.node_emb.weight.grad.abs().sum() > 0
+    for conv in enr.convs:
+        assert conv.rel_proj.grad.abs().sum() > 0
