@@ -354,12 +354,10 @@ class ExportedScorer:
         low = 1 if self.dynamic_length else self.window
         if not low <= length <= self.window:
             raise ValueError(f"length must lie in [{low}, {self.window}], got {length}")
-        out = torch.full((len(rows), length), self.padding_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            row = row[-length:]
-            if row:
-                out[i, length - len(row):] = torch.as_tensor(row, dtype=torch.long)
-        return out
+        from .data.batching import pad_sequences
+
+        return pad_sequences([torch.as_tensor(r, dtype=torch.long) for r in rows], length,
+                             self.padding_id).items
 
     def __call__(self, items: Tensor) -> Tensor:
         """Scores ``[B, num_items]`` for left-padded ids ``items [B, L]`` (``1 <= L <= window``)."""
