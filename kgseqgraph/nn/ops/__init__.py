@@ -4,6 +4,8 @@ Public API:
 
 * :func:`segment_softmax` — :math:`\alpha_e = \mathrm{softmax}_{e \in s}(\pi_e)` per segment.
 * :func:`segment_softmax_aggregate` — :math:`\mathrm{out}_s = \sum_{e \in s} \alpha_e x_e`, fused.
+* :func:`segment_weighted_sum` — :math:`\mathrm{out}_s = \sum_{e \in s} \alpha_e x_{src_e}` for
+  given weights, gather-free.
 * :func:`available_backends` — which of ``torch / triton / pyg / scatter`` run here.
 
 Triton is imported lazily (only when the Triton backend runs), so CPU-only installs work without it.
@@ -16,6 +18,7 @@ from .segment_softmax import (
     ptr_to_index,
     segment_softmax,
     segment_softmax_aggregate,
+    segment_weighted_sum,
 )
 
 __all__ = [
@@ -25,6 +28,7 @@ __all__ = [
     "ptr_to_index",
     "segment_softmax",
     "segment_softmax_aggregate",
+    "segment_weighted_sum",
     "triton_available",
     "triton_interpret_mode",
 ]

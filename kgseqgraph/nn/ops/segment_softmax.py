@@ -53,7 +53,8 @@ from torch.autograd.function import once_differentiable
 
 from .dispatch import resolve_backend
 
-__all__ = ["segment_softmax", "segment_softmax_aggregate", "ptr_to_index", "index_to_ptr"]
+__all__ = ["segment_softmax", "segment_softmax_aggregate", "segment_weighted_sum", "ptr_to_index",
+           "index_to_ptr"]
 
 logger = logging.getLogger("kgseqgraph")
 
@@ -228,6 +229,39 @@ def _gather_scaled(g: Tensor, index: Tensor, alpha: Tensor) -> Tensor:
     return out.view(E, H, D)
 
 
+_EDGE_CHUNK = 16384  # edges per chunk of the gather-free paths: temporaries stay cache-sized
+
+
+def _gathered_edge_dots(g: Tensor, index: Tensor, x: Tensor, src: Tensor) -> Tensor:
+    r"""``dots[e, h] = \langle g[index[e], h], x[src[e], h] \rangle`` in chunks of edges, so no
+    ``[E, H, D]`` tensor exists at any time."""
+    E = index.numel()
+    out = g.new_empty((E, g.size(1)))
+    for s in range(0, E, _EDGE_CHUNK):
+        sl = slice(s, s + _EDGE_CHUNK)
+        torch.sum(g.index_select(0, index[sl]) * x.index_select(0, src[sl]), -1, out=out[sl])
+    return out
+
+
+def _scatter_scaled(g: Tensor, index: Tensor, alpha: Tensor, src: Tensor, N: int) -> Tensor:
+    r"""``gx[n, h] = \sum_{e: src[e] = n} \alpha[e, h]\, g[index[e], h]`` (``[N, H, D]``),
+    accumulated chunk by chunk with ``index_add_`` (no ``[E, H, D]`` tensor)."""
+    gx = g.new_zeros((N, *g.shape[1:]))
+    for s in range(0, index.numel(), _EDGE_CHUNK):
+        sl = slice(s, s + _EDGE_CHUNK)
+        gx.index_add_(0, src[sl], g.index_select(0, index[sl]).mul_(alpha[sl].unsqueeze(-1)))
+    return gx
+
+
+def _source_columns(layout: tuple[Tensor, Tensor, Tensor | None], src: Tensor, H: int) -> Tensor:
+    """The layout's columns (rows ``e H + h`` of the per-edge values) mapped to rows
+    ``src[e] H + h`` of the node table ``x.view(N * H, D)``."""
+    col = layout[1]
+    if H == 1:
+        return src.index_select(0, col)
+    return src.index_select(0, col // H) * H + col % H
+
+
 # ----------------------------------------------------------------------------------------------
 # autograd Functions
 # ----------------------------------------------------------------------------------------------
@@ -265,10 +299,26 @@ class _SegmentSoftmaxAggregate(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, score: Tensor, x: Tensor, ptr: Tensor, index: Tensor, backend: str,
-                want_alpha: bool) -> tuple[Tensor, Tensor]:
+                want_alpha: bool, src: Tensor | None = None) -> tuple[Tensor, Tensor]:
         ctx.set_materialize_grads(False)
         S = ptr.numel() - 1
-        if backend == "triton":
+        ctx.src = src
+        if src is not None:  # gather-free: x is the node table, edge e reads x[src[e]]
+            if backend == "triton":
+                raise ValueError("the gather-free path (src=...) has no Triton kernel")
+            alpha = _softmax_torch(score, ptr, index, S)
+            layout = _csr_layout(ptr, index, *score.shape)
+            vals = _csr_values(layout, alpha)
+            N, H, D = x.shape
+            if D == 0 or score.size(0) == 0:
+                out = x.new_zeros((S, H, D))
+            else:
+                out = F.embedding_bag(_source_columns(layout, src, H), x.reshape(N * H, D),
+                                      layout[0], mode="sum", per_sample_weights=vals,
+                                      include_last_offset=True).view(S, H, D)
+            ctx.layout = layout
+            ctx.save_for_backward(score, x, ptr, index, out, None, None, alpha)
+        elif backend == "triton":
             from . import triton_kernels as tk
 
             out, m, ell = tk.aggregate_fwd(score, x, ptr)
@@ -294,7 +344,8 @@ class _SegmentSoftmaxAggregate(torch.autograd.Function):
                  grad_alpha: Tensor | None) -> tuple[Tensor | None, ...]:
         score, x, ptr, index, out, m, ell, alpha = ctx.saved_tensors
         need_score, need_x = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        E, H, D = x.shape
+        src = ctx.src
+        _, H, D = x.shape
         S = ptr.numel() - 1
         triton = ctx.backend == "triton"
         if triton:
@@ -303,7 +354,13 @@ class _SegmentSoftmaxAggregate(torch.autograd.Function):
         if grad_out is not None:
             dot = torch.bmm(grad_out.reshape(S * H, 1, D),
                             out.reshape(S * H, D, 1)).view(S, H)  # <g_s, out_s>
-            if triton:
+            if src is not None:
+                if need_score:  # <g_s, x[src_e]>, chunk by chunk
+                    gal = _gathered_edge_dots(grad_out, index, x, src)
+                    gscore = gal.sub_(dot.index_select(0, index)).mul_(alpha)
+                if need_x:
+                    gx = _scatter_scaled(grad_out, index, alpha, src, x.size(0))
+            elif triton:
                 gscore, gx = tk.aggregate_bwd(score, x, index, m, ell, grad_out.contiguous(),
                                               dot, need_x)
             else:
@@ -323,7 +380,83 @@ class _SegmentSoftmaxAggregate(torch.autograd.Function):
             gscore = extra if gscore is None else gscore.add_(extra)
         if gscore is None and need_score:
             gscore = torch.zeros_like(score)
-        return (gscore if need_score else None), gx, None, None, None, None
+        return (gscore if need_score else None), gx, None, None, None, None, None
+
+
+class _SegmentWeightedSum(torch.autograd.Function):
+    """``(alpha [E, H], x [N, H, D], src [E])`` → ``out [S, H, D]``, gather-free (torch)."""
+
+    @staticmethod
+    def forward(ctx: Any, alpha: Tensor, x: Tensor, ptr: Tensor, index: Tensor,
+                src: Tensor) -> Tensor:
+        S = ptr.numel() - 1
+        N, H, D = x.shape
+        if D == 0 or alpha.size(0) == 0:
+            out = x.new_zeros((S, H, D))
+        else:
+            layout = _csr_layout(ptr, index, *alpha.shape)
+            out = F.embedding_bag(_source_columns(layout, src, H), x.reshape(N * H, D),
+                                  layout[0], mode="sum",
+                                  per_sample_weights=_csr_values(layout, alpha),
+                                  include_last_offset=True).view(S, H, D)
+        ctx.save_for_backward(alpha, x, index, src)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        alpha, x, index, src = ctx.saved_tensors
+        galpha = gx = None
+        if ctx.needs_input_grad[0]:
+            galpha = _gathered_edge_dots(grad, index, x, src)
+        if ctx.needs_input_grad[1]:
+            gx = _scatter_scaled(grad, index, alpha, src, x.size(0))
+        return galpha, gx, None, None, None
+
+
+def segment_weighted_sum(alpha: Tensor, x: Tensor, ptr: Tensor, src: Tensor, *,
+                         index: Tensor | None = None) -> Tensor:
+    r"""Weighted sum of gathered rows over CSR segments, without an ``[E, D]`` tensor.
+
+    .. math::
+        \mathrm{out}_s = \sum_{e = p_s}^{p_{s+1} - 1} \alpha_e \, x_{\mathrm{src}_e}, \qquad
+        \frac{\partial L}{\partial \alpha_e} = \langle g_s, x_{\mathrm{src}_e} \rangle, \qquad
+        \frac{\partial L}{\partial x_n} = \sum_{e:\,\mathrm{src}_e = n} \alpha_e\, g_s
+
+    The aggregation step of a KG layer that reuses given attention weights (KGAT's shared
+    attention). Forward: one weighted ``embedding_bag``; backward: edge dots and an ``index_add_``
+    in chunks of edges, so autograd keeps ``alpha``, ``x`` and the indices only (PyG's
+    ``propagate`` keeps the ``[E, D]`` gather and message).
+
+    Args:
+        alpha: weights ``[E]`` (or ``[E, H]``), edges sorted by segment.
+        x: node table ``[N, D]`` (or ``[N, H, D]``).
+        ptr: CSR offsets ``[S + 1]``; empty segments give zero rows.
+        src: ``[E]`` row of ``x`` each edge reads.
+        index: optional segment id of every edge (``ptr_to_index(ptr)``, not checked).
+    """
+    _check_score(alpha)
+    E = alpha.size(0)
+    if not isinstance(src, Tensor) or src.shape != (E,) or src.dtype not in (torch.int32,
+                                                                             torch.int64):
+        raise ValueError(f"src must be an integer tensor [{E}], got "
+                         f"{getattr(src, 'dtype', type(src))} {tuple(getattr(src, 'shape', ()))}")
+    if not isinstance(x, Tensor) or x.dim() != alpha.dim() + 1 or not x.is_floating_point():
+        raise ValueError("x must be a floating-point node table [N, D] for alpha [E], or "
+                         f"[N, H, D] for alpha [E, H]; got {tuple(getattr(x, 'shape', ()))}")
+    if alpha.dim() == 2 and x.size(1) != alpha.size(1):
+        raise ValueError(f"x has {x.size(1)} heads but alpha has {alpha.size(1)}")
+    if E and (int(src.min()) < 0 or int(src.max()) >= x.size(0)):
+        raise ValueError(f"src holds rows in [{int(src.min())}, {int(src.max())}] but x has "
+                         f"{x.size(0)} rows")
+    ptr = _check_ptr(ptr, E, alpha.device)
+    index = ptr_to_index(ptr, E) if index is None else _check_index(index, E, alpha.device)
+    dtype = torch.promote_types(alpha.dtype, x.dtype)
+    single = alpha.dim() == 1
+    a2 = (alpha.unsqueeze(1) if single else alpha).to(dtype).contiguous()
+    x3 = (x.unsqueeze(1) if single else x).to(dtype).contiguous()
+    out = _SegmentWeightedSum.apply(a2, x3, ptr, index, src.long())
+    return out.squeeze(1) if single else out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -431,7 +564,7 @@ def segment_softmax(score: Tensor, ptr: Tensor | None = None, index: Tensor | No
 
 
 def segment_softmax_aggregate(score: Tensor, x: Tensor, ptr: Tensor, return_alpha: bool = False,
-                              *, index: Tensor | None = None,
+                              *, index: Tensor | None = None, src: Tensor | None = None,
                               backend: str = "auto") -> Tensor | tuple[Tensor, Tensor]:
     r"""Fused attention aggregation over CSR segments: softmax of the scores, weighted sum of ``x``.
 
@@ -459,16 +592,45 @@ def segment_softmax_aggregate(score: Tensor, x: Tensor, ptr: Tensor, return_alph
         return_alpha: also return the attention weights :math:`\alpha` (same shape as ``score``).
         index: optional segment id of every edge if already at hand; must equal
             ``ptr_to_index(ptr)`` (not checked), saves recomputing it.
+        src: optional ``[E]`` row of ``x`` that every edge reads. With it, ``x`` is a node table
+            ``[N, D]`` (``[N, H, D]``) and :math:`x_e` is ``x[src[e]]``; the ``"torch"`` backend
+            then never forms an ``[E, D]`` tensor: the forward pass is an ``embedding_bag`` over
+            ``src``, the backward pass takes :math:`\langle g_s, x_{src_e}\rangle` and
+            accumulates :math:`\partial L/\partial x` with ``index_add_`` in chunks of edges.
+            Autograd then keeps ``O(E)`` scalars per call instead of ``O(E D)``: this is what lets
+            the KG layers run on graphs of tens of millions of edges. The other backends gather
+            ``x[src]`` first and run as without ``src``.
         backend: ``"auto" | "torch" | "triton" | "pyg" | "scatter"``.
 
     Returns:
         ``out`` of shape ``[S, D]`` (or ``[S, H, D]``), and ``alpha`` if ``return_alpha``.
     """
     _check_score(score)
+    if src is not None:
+        if not isinstance(src, Tensor) or src.dim() != 1 or src.numel() != score.size(0) \
+                or src.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"src must be an integer tensor [E] with E={score.size(0)} (one row "
+                             f"of x per edge), got {getattr(src, 'dtype', type(src))} "
+                             f"{tuple(getattr(src, 'shape', ()))}")
+        if not isinstance(x, Tensor) or x.dim() != score.dim() + 1:
+            raise ValueError("with src, x must be a node table [N, D] for a score of shape [E], "
+                             f"or [N, H, D] for [E, H]; got {tuple(getattr(x, 'shape', ()))}")
+        if score.dim() == 2 and x.size(1) != score.size(1):
+            raise ValueError(f"x has {x.size(1)} heads but score has {score.size(1)}")
+        if src.device != x.device:
+            raise ValueError(f"src is on {src.device} but x is on {x.device}")
+        if src.numel() and (int(src.min()) < 0 or int(src.max()) >= x.size(0)):
+            raise ValueError(f"src holds rows in [{int(src.min())}, {int(src.max())}] but x has "
+                             f"{x.size(0)} rows")
+        if resolve_backend(backend, score.device) != "torch":
+            x = x.index_select(0, src)
+            src = None
+        else:
+            src = src.long()
     if not isinstance(x, Tensor) or x.dim() != score.dim() + 1:
         raise ValueError("x must be [E, D] for a score of shape [E], or [E, H, D] for [E, H]; "
                          f"got score {tuple(score.shape)} and x {tuple(getattr(x, 'shape', ()))}")
-    if x.shape[:score.dim()] != score.shape:
+    if src is None and x.shape[:score.dim()] != score.shape:
         raise ValueError(f"x {tuple(x.shape)} does not match score {tuple(score.shape)} in its "
                          "leading (edge[, head]) dimensions")
     if not x.is_floating_point():
@@ -488,7 +650,7 @@ def segment_softmax_aggregate(score: Tensor, x: Tensor, ptr: Tensor, return_alph
     single = score.dim() == 1
     s2 = (score.unsqueeze(1) if single else score).contiguous()
     x3 = (x.unsqueeze(1) if single else x).contiguous()
-    out, alpha = _SegmentSoftmaxAggregate.apply(s2, x3, ptr, index, name, return_alpha)
+    out, alpha = _SegmentSoftmaxAggregate.apply(s2, x3, ptr, index, name, return_alpha, src)
     out = out.squeeze(1) if single else out
     if return_alpha:
         return out, alpha.view_as(score)

@@ -351,3 +351,88 @@ def test_works_without_triton_installed():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, env=env, cwd=Path(__file__).resolve().parents[3])
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+# ----------------------------------------------------------------------------------------------
+# gather-free path: x is a node table read through src
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("heads", [None, 2])
+@pytest.mark.parametrize("return_alpha", [False, True])
+def test_src_path_equals_gathered_path(csr, heads, return_alpha):
+    ptr, E, g = csr
+    N = 40
+    src = torch.randint(0, N, (E,), generator=g)
+    shape = (E,) if heads is None else (E, heads)
+    score = torch.randn(shape, generator=g, requires_grad=True)
+    x = torch.randn((N,) + shape[1:] + (5,), generator=g, requires_grad=True)
+    a = segment_softmax_aggregate(score, x, ptr, return_alpha, src=src, backend="torch")
+    b = segment_softmax_aggregate(score, x.index_select(0, src), ptr, return_alpha,
+                                  backend="torch")
+    a, b = (a, b) if return_alpha else ((a,), (b,))
+    for u, v in zip(a, b):
+        torch.testing.assert_close(u, v)
+    ws = [torch.randn(t.shape, generator=g) for t in a]
+    ga = torch.autograd.grad(sum((t * w).sum() for t, w in zip(a, ws)), (score, x))
+    gb = torch.autograd.grad(sum((t * w).sum() for t, w in zip(b, ws)), (score, x))
+    for u, v in zip(ga, gb):
+        torch.testing.assert_close(u, v)
+    # every row of the node table that no edge reads gets a zero gradient
+    unread = torch.ones(N, dtype=torch.bool)
+    unread[src] = False
+    assert torch.equal(ga[1][unread], torch.zeros_like(ga[1][unread]))
+
+
+@pytest.mark.parametrize("heads", [None, 2])
+def test_gradcheck_src_path(heads):
+    g = torch.Generator().manual_seed(3)
+    E = int(SMALL[-1])
+    src = torch.randint(0, 4, (E,), generator=g)  # repeated sources: gradients accumulate
+    shape = (E,) if heads is None else (E, heads)
+    score = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    x = torch.randn((4,) + shape[1:] + (3,), generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda s, xx: segment_softmax_aggregate(s, xx, SMALL, True, src=src, backend="torch"),
+        (score, x))
+
+
+def test_src_path_saves_no_edge_by_dim_tensor():
+    """Autograd keeps O(E) scalars, not an [E, D] gather: the point of the src path."""
+    E, N, D, S = 50_000, 100, 64, 1_000
+    g = torch.Generator().manual_seed(4)
+    index = torch.sort(torch.randint(0, S, (E,), generator=g)).values
+    ptr = index_to_ptr(index, S)
+    src = torch.randint(0, N, (E,), generator=g)
+    score = torch.randn(E, generator=g, requires_grad=True)
+    x = torch.randn(N, D, generator=g, requires_grad=True)
+
+    def saved_numel(**kw) -> int:
+        sizes: list[int] = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t,
+                                                      lambda t: t):
+            segment_softmax_aggregate(score, kw.pop("x"), ptr, index=index, backend="torch", **kw)
+        return max(sizes)
+
+    assert saved_numel(x=x, src=src) < E * D // 8
+    assert saved_numel(x=x.index_select(0, src)) >= E * D  # the gathered path keeps x[src]
+
+
+def test_src_other_backends_gather_first(csr):
+    ptr, E, g = csr
+    src = torch.randint(0, 10, (E,), generator=g)
+    score, x = torch.randn(E, generator=g), torch.randn(10, 3, generator=g)
+    ref = segment_softmax_aggregate(score, x, ptr, src=src, backend="torch")
+    torch.testing.assert_close(segment_softmax_aggregate(score, x, ptr, src=src, backend="pyg"),
+                               ref)
+
+
+def test_src_bad_input_raises(csr):
+    ptr, E, _ = csr
+    score, x = torch.randn(E), torch.randn(10, 3)
+    with pytest.raises(ValueError, match="src must be an integer tensor"):
+        segment_softmax_aggregate(score, x, ptr, src=torch.zeros(E + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="src must be an integer tensor"):
+        segment_softmax_aggregate(score, x, ptr, src=torch.zeros(E))
+    with pytest.raises(ValueError, match="x has 10 rows"):
+        segment_softmax_aggregate(score, x, ptr, src=torch.full((E,), 10))
+    with pytest.raises(ValueError, match="node table"):
+        segment_softmax_aggregate(score, torch.randn(10), ptr, src=torch.zeros(E, dtype=torch.long))
