@@ -65,6 +65,9 @@ class KATRecConfig(SequentialConfig):
         kge_reg: L2 coefficient of the TransR loss.
         pretrain_kge_epochs: epochs of TransR pre-training run by :meth:`KATRec.pretrain_kge`.
         node_types: KG node types propagated over.
+        kg_recompute: keep no per-edge tensors of the KG layers for backward (recompute the
+            relation projections instead): memory in ``O(E)`` scalars for large KGs, the KG step
+            somewhat slower (see docs/scale.md). Same results.
     """
 
     encoder: str = "bert4rec"
@@ -82,6 +85,7 @@ class KATRecConfig(SequentialConfig):
     kge_reg: float = 1e-5
     pretrain_kge_epochs: int = 0
     node_types: list[str] = field(default_factory=lambda: ["item", "entity"])
+    kg_recompute: bool = False
 
 
 class KGItemEmbedder(nn.Module):
@@ -109,7 +113,8 @@ class KGItemEmbedder(nn.Module):
                                    node_types=tuple(config.node_types),
                                    aggregator=config.aggregator, dropout=config.kg_dropout,
                                    use_attention=config.use_attention,
-                                   reuse_attention=config.reuse_attention, kge=self.kge)
+                                   reuse_attention=config.reuse_attention, kge=self.kge,
+                                   recompute_scores=config.kg_recompute)
         if self.enricher.num_items != config.num_items:
             raise ValueError(f"graph has {self.enricher.num_items} items, config {config.num_items}")
         self.fusion = build_fusion(config.fusion, config.hidden_size, self.enricher.out_channels,

@@ -101,3 +101,26 @@ def test_katrec_learns_on_ml100k(tmp_path):
                       output_dir=str(tmp_path / "run"))
     result = Trainer(model, split, cfg, data=data).fit()
     assert result.valid["NDCG@10"] > _pop_valid_ndcg(split)
+
+
+@pytest.mark.parametrize("reuse_attention", [True, False])
+def test_kg_recompute_gives_the_same_loss_and_gradients(synthetic, reuse_attention):
+    data, split = synthetic
+    batch_seqs = split.train.select(torch.arange(16))
+    results = []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = KATRec.from_dataset(data, **SMALL, reuse_attention=reuse_attention,
+                                    kg_recompute=recompute).double()
+        model.eval()  # no dropout: both runs see the same function
+        batch = model.training_batch(batch_seqs, torch.Generator().manual_seed(0))
+        loss = model.loss(batch)["loss"]
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                        if p.grad is not None}))
+    (la, ga), (lb, gb) = results
+    torch.testing.assert_close(la, lb)
+    assert ga.keys() == gb.keys() and len(ga) > 10
+    for name in ga:
+        torch.testing.assert_close(ga[name], gb[name], msg=name)
+    assert any(c.recompute_scores for c in model.item_embedder.enricher.convs)

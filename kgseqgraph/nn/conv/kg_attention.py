@@ -1,6 +1,7 @@
 r"""KGAT / KATRec knowledge-aware attentive propagation as a PyG ``MessagePassing`` layer."""
 from __future__ import annotations
 
+import itertools
 import math
 from typing import NamedTuple
 
@@ -12,6 +13,8 @@ from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
+
+from ..ops.dispatch import resolve_backend
 
 __all__ = ["KGAttentionConv", "EdgePlan", "AGGREGATORS", "CONV_BACKENDS"]
 
@@ -78,6 +81,113 @@ class _GatherDot(torch.autograd.Function):
         return ga, gb, None, None
 
 
+def _chunked_gather_dot(a: Tensor, ia: Tensor, b: Tensor, ib: Tensor) -> Tensor:
+    """``out[e] = <a[ia[e]], b[ib[e]]>`` in cache-sized chunks of edges."""
+    out = a.new_empty(ia.numel())
+    for s in range(0, ia.numel(), _DOT_CHUNK):
+        sl = slice(s, s + _DOT_CHUNK)
+        torch.sum(a.index_select(0, ia[sl]) * b.index_select(0, ib[sl]), -1, out=out[sl])
+    return out
+
+
+def _chunked_scatter(rows: int, index: Tensor, w: Tensor, src: Tensor, isrc: Tensor) -> Tensor:
+    """``out[u] = sum_{e: index[e] = u} w[e] src[isrc[e]]`` (``[rows, d]``), in chunks."""
+    out = src.new_zeros((rows, src.size(1)))
+    for s in range(0, index.numel(), _DOT_CHUNK):
+        sl = slice(s, s + _DOT_CHUNK)
+        out.index_add_(0, index[sl], src.index_select(0, isrc[sl]).mul_(w[sl].unsqueeze(1)))
+    return out
+
+
+class _RecomputedRelationScores(torch.autograd.Function):
+    r""":math:`\pi_e` of every edge, one relation at a time, keeping nothing per edge or per
+    ``(node, relation)`` pair for the backward pass: it saves the node table and the relation
+    parameters and recomputes each relation's projections
+    :math:`\mathbf{k} = \mathbf{W}_r\mathbf{x}_t`,
+    :math:`\mathbf{q} = \tanh(\mathbf{W}_r\mathbf{x}_h + \mathbf{e}_r)` in backward. With
+    :math:`g_e = \partial L / \partial \pi_e` and :math:`\mathbf{u} = \mathbf{W}_r\mathbf{x}_h +
+    \mathbf{e}_r`:
+
+    .. math::
+        \bar{\mathbf{k}}_p = \sum_{e: t(e) = p} g_e \mathbf{q}_{h(e)}, \quad
+        \bar{\mathbf{q}}_p = \sum_{e: h(e) = p} g_e \mathbf{k}_{t(e)}, \quad
+        \bar{\mathbf{u}} = \bar{\mathbf{q}} \odot (1 - \mathbf{q}^2),
+
+    :math:`\partial\mathbf{W}_r = \mathbf{X}_t^\top \bar{\mathbf{K}} + \mathbf{X}_h^\top
+    \bar{\mathbf{U}}`, :math:`\partial\mathbf{e}_r = \sum \bar{\mathbf{u}}`, and the node
+    gradients :math:`\bar{\mathbf{K}}\mathbf{W}_r^\top`, :math:`\bar{\mathbf{U}}
+    \mathbf{W}_r^\top` added at the pairs' nodes. Peak extra memory: the largest relation's
+    pair blocks, instead of all pairs of all relations held from forward to backward; the price
+    is the projections computed twice.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan) -> Tensor:
+        ctx.save_for_backward(x, rel_emb, rel_proj)
+        ctx.plan = plan
+        score = x.new_empty(plan.edge_type.numel())
+        for r, edges, k, q, tl, hl in _per_relation(x, rel_emb, rel_proj, plan):
+            score[edges] = _chunked_gather_dot(k, tl, q, hl)
+        return score
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, rel_emb, rel_proj = ctx.saved_tensors
+        plan = ctx.plan
+        gx = torch.zeros_like(x)
+        g_emb = torch.zeros_like(rel_emb)
+        g_proj = torch.zeros_like(rel_proj)
+        t, h = plan.tails, plan.heads
+        for r, edges, k, q, tl, hl in _per_relation(x, rel_emb, rel_proj, plan, keep_inputs=True):
+            (k, xt, t_rows), (q, xh, h_rows) = k, q
+            g = grad.index_select(0, edges)
+            gk = _chunked_scatter(k.size(0), tl, g, q, hl)
+            gu = _chunked_scatter(q.size(0), hl, g, k, tl).mul_(1.0 - q * q)
+            w = rel_proj[r]
+            g_proj[r] = xt.t() @ gk + xh.t() @ gu
+            g_emb[r] = gu.sum(0)
+            gx.index_add_(0, t_rows, gk @ w.t())
+            gx.index_add_(0, h_rows, gu @ w.t())
+        return gx, g_emb, g_proj, None
+
+
+def _per_relation(x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan,
+                  keep_inputs: bool = False):
+    """For every relation with edges: its edges and the local pair index of their tails/heads,
+    with the relation's tail projections ``k`` and head projections ``q`` (and, for backward,
+    the gathered node rows and their node ids)."""
+    t, h = plan.tails, plan.heads
+    by_rel, rel_off = plan.by_relation, plan.relation_offsets
+    if by_rel is None:
+        by_rel, rel_off = _relation_groups(plan.edge_type, plan.num_relations)
+    t_off = [0, *itertools.accumulate(t.counts)]
+    h_off = [0, *itertools.accumulate(h.counts)]
+    for r in range(plan.num_relations):
+        if rel_off[r + 1] == rel_off[r]:
+            continue
+        edges = by_rel[rel_off[r]:rel_off[r + 1]]
+        tl = t.inverse.index_select(0, edges) - t_off[r]
+        hl = h.inverse.index_select(0, edges) - h_off[r]
+        t_rows, h_rows = t.node[t_off[r]:t_off[r + 1]], h.node[h_off[r]:h_off[r + 1]]
+        xt, xh = x.index_select(0, t_rows), x.index_select(0, h_rows)
+        w = rel_proj[r]
+        k = xt @ w
+        q = torch.tanh(torch.addmm(rel_emb[r], xh, w))
+        if keep_inputs:
+            yield r, edges, (k, xt, t_rows), (q, xh, h_rows), tl, hl
+        else:
+            yield r, edges, k, q, tl, hl
+
+
+def _relation_groups(edge_type: Tensor, num_relations: int) -> tuple[Tensor, list[int]]:
+    """Edges sorted by relation (stable) and the CSR offsets of every relation's block."""
+    order = torch.argsort(edge_type, stable=True)
+    offsets = [0, *itertools.accumulate(torch.bincount(edge_type, minlength=num_relations)
+                                        .tolist())]
+    return order, offsets
+
+
 class EdgePlan(NamedTuple):
     """Everything about a typed edge set that does not depend on the embeddings: the head-sorted
     (CSR) edge order for the fused backend and the distinct ``(node, relation)`` pairs at either
@@ -91,9 +201,12 @@ class EdgePlan(NamedTuple):
     num_relations: int
     tails: _PairIndex | None  # (None when attention is off)
     heads: _PairIndex | None
+    by_relation: Tensor | None = None  # [E] edges sorted by relation (recomputed scores)
+    relation_offsets: list[int] | None = None  # [R + 1] offsets of each relation in by_relation
 
 
-def _relation_scores(x: Tensor, plan: EdgePlan, rel_emb: Tensor, rel_proj: Tensor) -> Tensor:
+def _relation_scores(x: Tensor, plan: EdgePlan, rel_emb: Tensor, rel_proj: Tensor,
+                     recompute: bool = False) -> Tensor:
     r""":math:`\pi_e = (\mathbf{W}_r\mathbf{x}_t)^\top\tanh(\mathbf{W}_r\mathbf{x}_h + \mathbf{e}_r)`
     for every edge ``e = (t = src[e]) -> (h = dst[e])`` of relation ``r = edge_type[e]``.
 
@@ -104,6 +217,8 @@ def _relation_scores(x: Tensor, plan: EdgePlan, rel_emb: Tensor, rel_proj: Tenso
     """
     if plan.edge_type.numel() == 0:
         return x.new_zeros(0)
+    if recompute:
+        return _RecomputedRelationScores.apply(x, rel_emb, rel_proj, plan)
     weights, biases = rel_proj.unbind(0), rel_emb.unbind(0)
     t, h = plan.tails, plan.heads
     xt = x.index_select(0, t.node).split(t.counts)
@@ -194,6 +309,12 @@ class KGAttentionConv(MessagePassing):
             (KATRec's no-attention ablation); no relation parameters are created or needed.
         bias: learn additive biases in :math:`\mathbf{W}`, :math:`\mathbf{W}_1`, :math:`\mathbf{W}_2`.
         backend: ``"auto" | "torch" | "triton" | "scatter"`` (fused op) or ``"pyg"``.
+        recompute_scores: keep nothing per edge or per ``(node, relation)`` pair from the
+            attention logits for the backward pass: they are computed one relation at a time and
+            the projections recomputed in backward (:class:`_RecomputedRelationScores`). With the
+            gather-free aggregation of the ``"torch"`` backend this bounds the layer's memory by
+            ``O(E)`` scalars (no ``[E, d]`` tensors) — for graphs of tens of millions of edges —
+            at the cost of computing the relation projections twice. Same results.
         cached: keep the :class:`EdgePlan` of the first graph seen (its CSR order and distinct
             ``(node, relation)`` pairs) and reuse it while the same ``edge_index`` / ``edge_type``
             tensors come back — for a fixed graph, as in
@@ -213,7 +334,7 @@ class KGAttentionConv(MessagePassing):
                  relation_dim: int | None = None, aggregator: str = "bi-interaction",
                  dropout: float = 0.0, negative_slope: float = 0.2, use_attention: bool = True,
                  bias: bool = True, backend: str = "auto", cached: bool = False,
-                 **kwargs) -> None:
+                 recompute_scores: bool = False, **kwargs) -> None:
         kwargs.setdefault("aggr", "sum")
         super().__init__(node_dim=0, **kwargs)
         if aggregator not in AGGREGATORS:
@@ -237,6 +358,7 @@ class KGAttentionConv(MessagePassing):
         self.use_attention = use_attention
         self.backend = backend
         self.cached = cached
+        self.recompute_scores = recompute_scores
         self._cached_plan: tuple[tuple, EdgePlan] | None = None
 
         if use_attention and num_relations is not None:
@@ -321,7 +443,11 @@ class KGAttentionConv(MessagePassing):
                                  f"{num_relations} relations are parameterised")
             tails = _pairs(edge_index[0], edge_type, num_nodes, num_relations)
             heads = _pairs(edge_index[1], edge_type, num_nodes, num_relations)
-        return EdgePlan(perm, edge_index, edge_type, ptr, num_relations or 0, tails, heads)
+        by_relation = relation_offsets = None
+        if num_relations is not None and self.recompute_scores:
+            by_relation, relation_offsets = _relation_groups(edge_type, num_relations)
+        return EdgePlan(perm, edge_index, edge_type, ptr, num_relations or 0, tails, heads,
+                        by_relation, relation_offsets)
 
     def _get_plan(self, edge_index: Tensor, edge_type: Tensor, num_nodes: int,
                   num_relations: int | None, ptr: Tensor | None) -> EdgePlan:
@@ -348,7 +474,7 @@ class KGAttentionConv(MessagePassing):
             if edge_type.numel() and int(edge_type.max()) >= rel_proj.size(0):
                 raise ValueError(f"edge_type has relation {int(edge_type.max())} but only "
                                  f"{rel_proj.size(0)} relations are parameterised")
-        return _relation_scores(x, plan, rel_emb, rel_proj)
+        return _relation_scores(x, plan, rel_emb, rel_proj, recompute=self.recompute_scores)
 
     def attend(self, score: Tensor, x: Tensor, edge_index: Tensor, ptr: Tensor | None,
                need_alpha: bool) -> tuple[Tensor, Tensor | None]:
@@ -362,14 +488,29 @@ class KGAttentionConv(MessagePassing):
             return out, alpha
         from ..ops import segment_softmax_aggregate
 
-        x_src = x.index_select(0, edge_index[0])
-        res = segment_softmax_aggregate(score, x_src, ptr, return_alpha=need_alpha,
-                                        index=edge_index[1], backend=self.backend)
+        # the tails are read by index (src): on the torch backend no [E, d] gather of x is formed
+        # or kept for backward; the other backends gather x[src] themselves
+        res = segment_softmax_aggregate(score, x, ptr, return_alpha=need_alpha,
+                                        index=edge_index[1], src=edge_index[0],
+                                        backend=self.backend)
         return res if need_alpha else (res, None)
 
-    def weighted_sum(self, alpha: Tensor, x: Tensor, edge_index: Tensor) -> Tensor:
-        """:math:`\\sum \\alpha\\,\\mathbf{e}_t` for given (already normalised) weights."""
+    def weighted_sum(self, alpha: Tensor, x: Tensor, edge_index: Tensor,
+                     plan: EdgePlan | None = None) -> Tensor:
+        """:math:`\\sum \\alpha\\,\\mathbf{e}_t` for given (already normalised) weights.
+
+        With a ``plan`` and the ``"torch"`` backend this is the gather-free
+        :func:`~kgseqgraph.nn.ops.segment_weighted_sum` (no ``[E, d]`` tensor kept for backward);
+        otherwise PyG's ``propagate``."""
         n = x.size(0)
+        if plan is not None and plan.ptr is not None \
+                and resolve_backend(self.backend, x.device) == "torch":
+            from ..ops import segment_weighted_sum
+
+            if plan.perm is not None:
+                alpha = alpha.index_select(0, plan.perm)
+            return segment_weighted_sum(alpha, x, plan.ptr, plan.edge_index[0],
+                                        index=plan.edge_index[1])
         return self.propagate(edge_index, x=x, alpha=alpha, size=(n, n))
 
     def message(self, x_j: Tensor, alpha: Tensor) -> Tensor:
@@ -414,7 +555,8 @@ class KGAttentionConv(MessagePassing):
             if attention_weights.shape != (E,):
                 raise ValueError(f"expected attention_weights [{E}], got "
                                  f"{tuple(attention_weights.shape)}")
-            out = self.combine(x, self.weighted_sum(attention_weights, x, edge_index))
+            plan = self._get_plan(edge_index, edge_type, N, None, ptr)
+            out = self.combine(x, self.weighted_sum(attention_weights, x, edge_index, plan))
             return (out, (edge_index, attention_weights)) if need_alpha else out
 
         num_relations = None
@@ -440,4 +582,5 @@ class KGAttentionConv(MessagePassing):
         return (f"{self.__class__.__name__}({self.in_channels}, {self.out_channels}, {rel}, "
                 f"aggregator={self.aggregator!r}, attention={self.use_attention}, "
                 f"dropout={self.dropout}, backend={self.backend!r}"
+                f"{', recompute_scores=True' if self.recompute_scores else ''}"
                 f"{', cached=True' if self.cached else ''})")

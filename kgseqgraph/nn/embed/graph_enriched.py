@@ -56,6 +56,9 @@ class KGEnricher(torch.nn.Module):
         normalize: L2-normalise each layer's output.
         backend: attention backend of the convs (see :class:`~kgseqgraph.nn.conv.KGAttentionConv`).
         negative_slope: LeakyReLU slope of the aggregators.
+        recompute_scores: the convs keep no per-edge tensors for backward (see
+            :class:`~kgseqgraph.nn.conv.KGAttentionConv`): bounded memory on large KGs for a
+            second computation of the relation projections.
     """
 
     def __init__(self, graph: HeteroData | RelationalGraph, in_channels: int = 64,
@@ -63,7 +66,7 @@ class KGEnricher(torch.nn.Module):
                  node_types: Sequence[str] = ("item", "entity"), aggregator: str = "bi-interaction",
                  dropout: float = 0.1, use_attention: bool = True, reuse_attention: bool = False,
                  kge: TransR | None = None, normalize: bool = True, backend: str = "auto",
-                 negative_slope: float = 0.2) -> None:
+                 negative_slope: float = 0.2, recompute_scores: bool = False) -> None:
         super().__init__()
         view = graph if isinstance(graph, RelationalGraph) else relational_view(graph, node_types)
         hidden = [int(h) for h in hidden_channels]
@@ -105,7 +108,8 @@ class KGEnricher(torch.nn.Module):
             convs.append(KGAttentionConv(
                 d_in, d_out, self.num_relations if owns_relations else None,
                 aggregator=aggregator, dropout=dropout, negative_slope=negative_slope,
-                use_attention=use_attention, backend=backend, cached=True))
+                use_attention=use_attention, backend=backend, cached=True,
+                recompute_scores=recompute_scores))
         self.convs = ModuleList(convs)
         if kge is None:
             torch.nn.init.xavier_uniform_(self.node_emb.weight)

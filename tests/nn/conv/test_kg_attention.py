@@ -277,3 +277,71 @@ def test_bad_input():
         KGAttentionConv(8, 4, 3, aggregator="max")
     with pytest.raises(ValueError, match="backend"):
         KGAttentionConv(8, 4, 3, backend="cuda")
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded memory: recomputed relation scores and the gather-free aggregation
+# ---------------------------------------------------------------------------------------------
+def _saved_numels(fn) -> list[int]:
+    """numel of every tensor autograd saves for the backward pass while ``fn`` runs."""
+    sizes: list[int] = []
+
+    def pack(t):
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sizes
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("reuse", [False, True])
+def test_recompute_scores_gives_the_same_outputs_and_gradients(shared, reuse):
+    torch.manual_seed(0)
+    x, ei, et = _random_graph()
+    x = x.double()
+    R = int(et.max()) + 1
+    rel = {}
+    if shared:
+        kge = TransR(40, R, 8, 8).double()
+        rel = {"rel_emb": kge.rel_emb.weight, "rel_proj": kge.rel_proj}
+    a = KGAttentionConv(8, 5, None if shared else R, cached=True).double()
+    b = KGAttentionConv(8, 5, None if shared else R, cached=True, recompute_scores=True).double()
+    b.load_state_dict(a.state_dict())
+    assert "recompute_scores=True" in repr(b)
+    outs, grads = [], []
+    for conv in (a, b):
+        xx = x.clone().requires_grad_()
+        out, (_, alpha) = conv(xx, ei, et, return_attention_weights=True, **rel)
+        if reuse:  # a second layer on the same weights: the gather-free weighted sum
+            out = conv(out[:, :5].repeat(1, 2)[:, :8].contiguous(), ei, et,
+                       attention_weights=alpha) + out
+        loss = out.pow(2).sum() + alpha.pow(2).sum()
+        params = [xx, *rel.values(), *conv.parameters()]
+        grads.append(torch.autograd.grad(loss, params))
+        outs.append((out, alpha))
+    for u, v in zip(outs[0], outs[1]):
+        torch.testing.assert_close(u, v)
+    for u, v in zip(*grads):
+        torch.testing.assert_close(u, v)
+    xx = x.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: b(t, ei, et, **rel), (xx,))
+
+
+def test_recompute_scores_keeps_no_edge_sized_tensors():
+    """With recomputed scores and the torch backend, autograd keeps O(E) scalars and node tables,
+    nothing of E x d (edge gathers) or pairs x d (relation projections)."""
+    g = torch.Generator().manual_seed(0)
+    N, E, R, d = 100, 5_000, 10, 16
+    ei = torch.randint(0, N, (2, E), generator=g)
+    et = torch.randint(0, R, (E,), generator=g)
+    x = torch.randn(N, d, generator=g, requires_grad=True)
+    lean = KGAttentionConv(d, 8, R, recompute_scores=True, backend="torch")
+    full = KGAttentionConv(d, 8, R, backend="torch")
+    lean_sizes = _saved_numels(lambda: lean(x, ei, et))
+    full_sizes = _saved_numels(lambda: full(x, ei, et))
+    assert max(lean_sizes) <= E  # score / alpha / indices; the node table is N * d = 1,600
+    assert max(full_sizes) > E   # the per-pair projections [pairs, d]
+    _, (_, alpha) = lean(x, ei, et, return_attention_weights=True)
+    assert max(_saved_numels(lambda: lean(x, ei, et, attention_weights=alpha))) <= E
