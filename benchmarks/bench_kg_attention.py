@@ -13,7 +13,9 @@ of ``out = conv(x, ...); out.backward(g)`` (the whole layer: relation-space scor
 aggregation, bi-interaction aggregator; the layer is ``cached=True`` as inside ``KGEnricher``, so
 the edge plan is built once) and of the attention + aggregation step alone, the peak memory
 allocated through torch during one run (profiler memory accounting), the largest output /
-gradient difference between the paths, and the ratios ``pyg / fused`` (fastest repeats). Every
+gradient difference between the paths, and the ratios ``pyg / fused`` (fastest repeats). The
+path ``auto+recompute`` is the fused path with ``recompute_scores=True`` (nothing per edge kept
+for backward; its results are checked against the fused path's). Every
 (graph, path) runs in its own fresh process. ``linear_growth`` compares the time per edge at 1M
 and 10M edges.
 """
@@ -113,6 +115,10 @@ def make_graph(name: str, args) -> tuple[dict, int]:
     return synthetic(n, n // 10, args.synthetic_relations, args.seed), args.synthetic_channels
 
 
+#: path suffix: the same backend with ``recompute_scores=True`` (no per-edge tensors kept)
+RECOMPUTE = "+recompute"
+
+
 def probe(name: str, backend: str, args, dump: Path) -> dict:
     """One path on one graph, in a fresh process: timings, peak memory, and the output and
     gradients (saved to ``dump``) for the equality check."""
@@ -120,7 +126,9 @@ def probe(name: str, backend: str, args, dump: Path) -> dict:
     N, ei, et, ptr = g["num_nodes"], g["edge_index"], g["edge_type"], g["ptr"]
     E = ei.size(1)
     torch.manual_seed(args.seed)  # same parameters and inputs for every path
-    conv = KGAttentionConv(ch, ch, g["num_relations"], backend=backend, cached=True)
+    recompute = backend.endswith(RECOMPUTE)
+    conv = KGAttentionConv(ch, ch, g["num_relations"], backend=backend.removesuffix(RECOMPUTE),
+                           cached=True, recompute_scores=recompute)
     gen = torch.Generator().manual_seed(args.seed)
     x = torch.randn(N, ch, generator=gen).requires_grad_()
     grad_out = torch.randn(N, ch, generator=gen)
@@ -167,6 +175,11 @@ def compare(name: str, rows: dict, dumps: dict) -> dict:
     res["paths"] = {b: {k: v for k, v in r.items() if k not in res} for b, r in rows.items()}
     fused = [b for b in rows if b != "pyg"][0]
     a, b = torch.load(dumps[fused]), torch.load(dumps["pyg"])
+    lean = fused + RECOMPUTE
+    if lean in rows:  # the recomputing variant gives the fused path's results
+        c = torch.load(dumps[lean])
+        res["recompute_max_abs_diff_vs_fused"] = {
+            k: float((c[k] - a[k]).abs().max()) for k in ("out", "grad_x", "grad_rel_proj")}
     res["max_abs_diff"] = {}
     for k in ("out", "grad_x", "grad_rel_proj"):
         d = (a[k] - b[k]).abs()
@@ -186,6 +199,12 @@ def compare(name: str, rows: dict, dumps: dict) -> dict:
         "attend_time_median": P["attend_seconds_median"] / F["attend_seconds_median"],
         "layer_peak_memory": P["layer_peak_mib"] / F["layer_peak_mib"],
         "attend_peak_memory": P["attend_peak_mib"] / F["attend_peak_mib"]}
+    if lean in rows:
+        L = res["paths"][lean]
+        res["ratio_pyg_over_fused_recompute"] = {
+            "layer_time": P["layer_seconds_min"] / L["layer_seconds_min"],
+            "layer_time_median": P["layer_seconds_median"] / L["layer_seconds_median"],
+            "layer_peak_memory": P["layer_peak_mib"] / L["layer_peak_mib"]}
     return res
 
 
@@ -220,7 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(probe(name, backend, args, Path(dump))))
         return {}
 
-    backends = ["auto", "pyg"]
+    backends = ["auto", "auto" + RECOMPUTE, "pyg"]
     if importlib.util.find_spec("torch_scatter") is not None:
         backends.insert(1, "scatter")
     wanted = args.only or ["ml-100k", "yelp", "synthetic-1M"] + (["synthetic-10M"]

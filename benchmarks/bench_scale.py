@@ -31,6 +31,8 @@ at the start of the phase through ``/proc/self/clear_refs``):
 * ``kg_step`` (``--kg-sizes``): the KG part of KATRec a training step runs — the item embedder
   (TransR table → 3 KG attention layers 64→32→16→16 over all item/entity nodes and both edge
   directions → gate fusion with the ID embeddings) forward + backward, ``--kg-steps`` times;
+  ``--kg-recompute`` runs it with ``KATRec(kg_recompute=True)`` (no per-edge tensors kept for
+  backward);
 * ``eval``: full-ranking evaluation (every item ranked, history excluded, pessimistic ties) of
   the SASRec model on the first ``--eval-users`` validation users (a **sample**: users/s and the
   extrapolated seconds for all validation users are reported), chunks sized by the default
@@ -233,7 +235,8 @@ def _worker(args: argparse.Namespace) -> dict:
 
         torch.manual_seed(0)
         with Phase(phases, "kg_build"):
-            katrec = KATRec.from_dataset(data, max_len=args.max_len, hidden_size=64)
+            katrec = KATRec.from_dataset(data, max_len=args.max_len, hidden_size=64,
+                                         kg_recompute=args.kg_recompute)
         katrec.train()
         emb = katrec.item_embedder
 
@@ -251,6 +254,7 @@ def _worker(args: argparse.Namespace) -> dict:
                    "cpu_seconds_per_step": kg["cpu_seconds"] / args.kg_steps,
                    "kg_nodes": emb.enricher.num_nodes,
                    "kg_edges": int(emb.enricher.edge_index.size(1)),
+                   "kg_recompute": bool(args.kg_recompute),
                    "layers": [emb.enricher.in_channels, *emb.enricher.hidden_channels]})
     out["peak_rss_mib"] = _process_peak_kib() / 1024  # (ru_maxrss is reset with VmHWM)
     return out
@@ -263,7 +267,8 @@ def _run(f: float, args: argparse.Namespace, kg: bool, ce_mode: str = "blocked")
                                                             else 1),
            "--batch-size", str(args.batch_size), "--max-len", str(args.max_len),
            "--eval-users", str(args.eval_users), "--kg-steps", str(args.kg_steps),
-           "--ce-mode", ce_mode] + (["--kg"] if kg else [])
+           "--ce-mode", ce_mode] + (["--kg"] if kg else []) \
+        + (["--kg-recompute"] if args.kg_recompute else [])
     env = dict(os.environ, CI=os.environ.get("CI", "1"), OMP_NUM_THREADS=str(args.threads))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
@@ -318,6 +323,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="sizes at which the KATRec KG step is timed (memory grows ~1 GB per "
                         "million KG edges)")
     p.add_argument("--kg-steps", type=int, default=2)
+    p.add_argument("--kg-recompute", action="store_true",
+                   help="KATRec(kg_recompute=True): the KG layers keep no per-edge tensors for "
+                        "backward (recomputed relation projections)")
     p.add_argument("--ce-compare", action="store_true",
                    help="also one step with the unblocked cross-entropy, where it fits")
     p.add_argument("--ce-compare-max-gib", type=float, default=3.0)
