@@ -138,9 +138,10 @@ class _RecomputedRelationScores(torch.autograd.Function):
         gx = torch.zeros_like(x)
         g_emb = torch.zeros_like(rel_emb)
         g_proj = torch.zeros_like(rel_proj)
-        t, h = plan.tails, plan.heads
-        for r, edges, k, q, tl, hl in _per_relation(x, rel_emb, rel_proj, plan, keep_inputs=True):
-            (k, xt, t_rows), (q, xh, h_rows) = k, q
+        for r, edges, tail_side, head_side, tl, hl in _per_relation(x, rel_emb, rel_proj, plan,
+                                                                    keep_inputs=True):
+            k, xt, t_rows = tail_side
+            q, xh, h_rows = head_side
             g = grad.index_select(0, edges)
             gk = _chunked_scatter(k.size(0), tl, g, q, hl)
             gu = _chunked_scatter(q.size(0), hl, g, k, tl).mul_(1.0 - q * q)
