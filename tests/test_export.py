@@ -39,6 +39,9 @@ def _trained(name: str, data, steps: int = 5) -> torch.nn.Module:
     if name == "katrec":
         model = KATRec.from_dataset(data, kg_dim=16, kg_hidden=[16, 8], kge_batch_size=64,
                                     encoder_kwargs=ENC[name], **SMALL)
+    elif name == "bert4rec_head":  # with BERT4Rec's prediction head and output bias
+        model = BERT4Rec.from_dataset(n, encoder_kwargs=ENC["bert4rec"], prediction_head=True,
+                                      **SMALL)
     else:
         cls = {"sasrec": SASRec, "bert4rec": BERT4Rec, "gru4rec": GRU4Rec}[name]
         model = cls.from_dataset(n, encoder_kwargs=ENC[name], **SMALL)
@@ -62,7 +65,8 @@ def _eager(model, seqs: list[list[int]]) -> torch.Tensor:
 
 @pytest.mark.parametrize("name,fmt", [("sasrec", "pt2"), ("bert4rec", "pt2"), ("gru4rec", "pt2"),
                                       ("katrec", "pt2"), ("sasrec", "onnx"), ("katrec", "onnx"),
-                                      ("gru4rec", "torchscript")])
+                                      ("gru4rec", "torchscript"), ("bert4rec_head", "pt2"),
+                                      ("bert4rec_head", "onnx")])
 def test_exported_scores_equal_eager_scores(tmp_path, data, name, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnxruntime")
@@ -71,7 +75,7 @@ def test_exported_scores_equal_eager_scores(tmp_path, data, name, fmt):
     path = export_scorer(model, tmp_path / f"scorer.{fmt}", fmt)
     exported = load_exported(path)
     assert exported.format == fmt
-    assert exported.metadata["model"] == name
+    assert exported.metadata["model"] == name.removesuffix("_head")
     assert exported.num_items == model.num_items
     assert exported.window == model.serving_window
     # batches of 6, 1 and 13 rows (the capture example had 2), padding of every amount
@@ -199,3 +203,9 @@ def test_cli_exports_a_saved_katrec_over_the_named_dataset(tmp_path):
     exported = load_exported(out)
     torch.testing.assert_close(exported(exported.pad(SEQS)), _eager(model, SEQS),
                                atol=1e-5, rtol=1e-4)
+    assert exported.metadata["graph"]["sha256"] == model.graph_fingerprint["sha256"]
+    # the same command over another graph of the same sizes is refused, naming the problem
+    with pytest.raises(SystemExit, match="trained on another graph"):
+        main(["export", "--model-dir", str(tmp_path / "run" / "best_model"),
+              "--output", str(tmp_path / "other.pt2"), "--dataset", "synthetic", "--seed", "4"])
+    assert not (tmp_path / "other.pt2").exists()

@@ -7,7 +7,8 @@ from .kp4sr import KP4SR, KP4SRConfig
 from .lancer import LANCER, LANCERConfig
 from .popularity import Popularity, PopularityConfig
 from .scorer import SequenceScorer
-from .sequential import BERT4Rec, GRU4Rec, IDEmbedder, SASRec, SequentialConfig, SequentialModel
+from .sequential import (BERT4Rec, GRU4Rec, IDEmbedder, PredictionHead, SASRec, SequentialConfig,
+                         SequentialModel)
 
 __all__ = [
     "MODEL_REGISTRY",
@@ -31,4 +32,5 @@ __all__ = [
     "BERT4Rec",
     "GRU4Rec",
     "IDEmbedder",
+    "PredictionHead",
 ]

@@ -53,10 +53,13 @@ class SequenceScorer(nn.Module):
         window: most history items one row may hold.
         append_mask_token: append ``[mask]`` and read its output (cloze models).
         exclude_history: score the input's items :math:`-\infty`.
+        head: the model's :class:`~kgseqgraph.models.sequential.PredictionHead`, if it has one
+            (transform of the encoder output + per-item output bias).
     """
 
     def __init__(self, encoder: nn.Module, item_table: Tensor, num_items: int, window: int,
-                 append_mask_token: bool, exclude_history: bool = False) -> None:
+                 append_mask_token: bool, exclude_history: bool = False,
+                 head: nn.Module | None = None) -> None:
         super().__init__()
         if item_table.dim() != 2 or item_table.size(0) != num_items + 2:
             raise ValueError(f"item_table must be [num_items + 2, D] = [{num_items + 2}, D], got "
@@ -65,6 +68,7 @@ class SequenceScorer(nn.Module):
             raise ValueError(f"window must be positive, got {window}")
         self.encoder = encoder.eval()
         self.encoder.requires_grad_(False)
+        self.head = head.eval().requires_grad_(False) if head is not None else None
         self.register_buffer("item_table", item_table.detach().clone())
         self.num_items = int(num_items)
         self.window = int(window)
@@ -108,7 +112,11 @@ class SequenceScorer(nn.Module):
         # position's output is computed in full
         rep = encode_at(self.encoder, F.embedding(inputs, self.item_table), mask,
                         last_positions(mask))
+        if self.head is not None:
+            rep = self.head(rep)
         scores = rep @ self.item_table[: self.num_items].t()
+        if self.head is not None:
+            scores = scores + self.head.output_bias
         if self.exclude_history:
             # two spare columns take the padding / [mask] ids; dropped after the scatter
             spare = scores.new_zeros(scores.size(0), 2)

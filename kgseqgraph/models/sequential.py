@@ -36,7 +36,7 @@ from .base import SequentialRecommender, register_model
 from .scorer import SequenceScorer
 
 __all__ = ["SequentialConfig", "SequentialModel", "SASRec", "BERT4Rec", "GRU4Rec", "IDEmbedder",
-           "build_encoder"]
+           "PredictionHead", "build_encoder"]
 
 _ENCODER_ALIASES = {"t5": "hf_t5", "gpt2": "hf_gpt2"}
 
@@ -70,6 +70,12 @@ class SequentialConfig:
         last_item_mask_prob: cloze only: fraction of training windows in which only the last
             item is masked, the position inference predicts (RecBole's ``ft_ratio``).
         init_std: std of the normal init of item embeddings.
+        prediction_head: BERT4Rec's output layer (Sun et al., 2019, eq. 7; RecBole's BERT4Rec):
+            a transform of the encoder output and a per-item output bias,
+            :math:`P(v) = \mathrm{softmax}\big(\mathrm{LN}(\mathrm{GELU}(\mathbf{h}
+            \mathbf{W}^P + \mathbf{b}^P))\,\mathbf{T}^\top + \mathbf{b}^O\big)` with the
+            shared item table :math:`\mathbf{T}`. ``False``: :math:`\mathbf{h}\mathbf{T}^\top`.
+        layer_norm_eps: :math:`\epsilon` of the prediction head's layer norm.
     """
 
     num_items: int
@@ -81,6 +87,8 @@ class SequentialConfig:
     mask_prob: float = 0.2
     last_item_mask_prob: float = 0.0
     init_std: float = 0.02
+    prediction_head: bool = False
+    layer_norm_eps: float = 1e-12
 
     def __post_init__(self) -> None:
         if self.objective not in {"next", "cloze"}:
@@ -112,6 +120,43 @@ class IDEmbedder(nn.Module):
         return f"{type(self).__name__}({self.num_items} + 2, {self.dim})"
 
 
+class PredictionHead(nn.Module):
+    r"""BERT4Rec's output layer: :math:`\mathbf{h}' = \mathrm{LN}(\mathrm{GELU}(\mathbf{h}
+    \mathbf{W}^P + \mathbf{b}^P))` and a per-item output bias :math:`\mathbf{b}^O`, so the
+    logits over the catalogue are :math:`\mathbf{h}'\mathbf{T}^\top + \mathbf{b}^O`.
+
+    :meth:`augment` folds the bias into one matrix product, :math:`[\mathbf{h}', 1]\,
+    [\mathbf{T}, \mathbf{b}^O]^\top`, so the blocked full-catalogue loss and the exported
+    scorer need nothing else. Initialised as RecBole: :math:`\mathbf{W}^P \sim
+    \mathcal{N}(0, \sigma^2)`, biases 0, layer norm identity.
+    """
+
+    def __init__(self, dim: int, num_items: int, init_std: float = 0.02,
+                 eps: float = 1e-12) -> None:
+        super().__init__()
+        self.transform = nn.Linear(dim, dim)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.output_bias = nn.Parameter(torch.zeros(num_items))
+        self.init_std = init_std
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.normal_(self.transform.weight, std=self.init_std)
+        nn.init.zeros_(self.transform.bias)
+        self.norm.reset_parameters()
+        nn.init.zeros_(self.output_bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        """:math:`\mathbf{h}'` for encoder outputs ``[..., D]``."""
+        return self.norm(F.gelu(self.transform(hidden)))
+
+    @staticmethod
+    def augment(hidden: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
+        """``([h, 1], [T, b])``: their product is ``h @ T.t() + b``."""
+        ones = hidden.new_ones(hidden.shape[:-1] + (1,))
+        return torch.cat([hidden, ones], -1), torch.cat([weight, bias.unsqueeze(1)], 1)
+
+
 class SequentialModel(SequentialRecommender):
     """Item embedder → sequence encoder → dot-product scorer over the catalogue."""
 
@@ -120,13 +165,15 @@ class SequentialModel(SequentialRecommender):
     preset_defaults: dict[str, Any] = {}
 
     def __init__(self, config: SequentialConfig, data: Any = None) -> None:
-        super().__init__(config)
+        super().__init__(config, data)
         self.item_embedder = self.build_item_embedder(config, data)
         self.encoder = build_encoder(config.encoder, config.hidden_size, config.max_len,
                                      **config.encoder_kwargs)
         if config.objective == "next" and not getattr(self.encoder, "is_causal", False):
             raise ValueError(f"objective 'next' needs a causal encoder; {config.encoder} is "
                              "bidirectional (use objective='cloze')")
+        self.head = (PredictionHead(config.hidden_size, config.num_items, config.init_std,
+                                    config.layer_norm_eps) if config.prediction_head else None)
         self._table_cache: Tensor | None = None
 
     def build_item_embedder(self, config: SequentialConfig, data: Any) -> nn.Module:
@@ -190,6 +237,8 @@ class SequentialModel(SequentialRecommender):
         targets = batch["targets"]
         sel = targets != IGNORE_INDEX
         h, weight = hidden[sel], table[: self.num_items]
+        if self.head is not None:
+            h, weight = PredictionHead.augment(self.head(h), weight, self.head.output_bias)
         # full-catalogue softmax CE; the [targets, N] logits are processed in blocks when they
         # exceed a memory budget (exactly F.cross_entropy(h @ weight.t(), …) below it)
         denominator = batch.get("loss_denominator")  # set by shard_batch (several processes)
@@ -212,11 +261,13 @@ class SequentialModel(SequentialRecommender):
         # that column's output is computed in full (see SequenceEncoder.forward)
         last = torch.full((batch.items.size(0),), batch.items.size(1) - 1, dtype=torch.long,
                           device=device)
-        return encode_at(self.encoder, F.embedding(batch.items, table), batch.mask, last)
+        rep = encode_at(self.encoder, F.embedding(batch.items, table), batch.mask, last)
+        return rep if self.head is None else self.head(rep)
 
     def score(self, sequences: Sequences) -> Tensor:
         table = self.item_table()
-        return self.sequence_representation(sequences, table) @ table[: self.num_items].t()
+        scores = self.sequence_representation(sequences, table) @ table[: self.num_items].t()
+        return scores if self.head is None else scores + self.head.output_bias
 
     # ------------------------------------------------------------------ serving
     @property
@@ -248,7 +299,8 @@ class SequentialModel(SequentialRecommender):
         return SequenceScorer(copy.deepcopy(self.encoder), self.frozen_item_table(),
                               self.num_items, self.serving_window,
                               append_mask_token=self.config.objective == "cloze",
-                              exclude_history=exclude_history)
+                              exclude_history=exclude_history,
+                              head=copy.deepcopy(self.head))
 
 
 def _preset(name: str, encoder: str, objective: str, doc: str):

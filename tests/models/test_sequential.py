@@ -83,3 +83,49 @@ def test_popularity_scores_training_counts(split):
     pop = Popularity(PopularityConfig(num_items=split.num_items)).fit(split.train)
     counts = torch.bincount(split.train.items, minlength=split.num_items).float()
     assert torch.equal(pop.score(split.test_inputs)[0], counts)
+
+
+def test_prediction_head_scores_and_loss_follow_the_bert4rec_formula(tmp_path, split):
+    """logits = LN(GELU(h W + b)) T^T + b_O, in the loss (through the folded bias) and in score."""
+    import torch.nn.functional as F
+
+    from kgseqgraph.data import IGNORE_INDEX
+    from kgseqgraph.models import PredictionHead
+
+    torch.manual_seed(0)
+    model = BERT4Rec.from_dataset(split.num_items, encoder_kwargs=ENC["bert4rec"],
+                                  prediction_head=True, **SMALL)
+    assert isinstance(model.head, PredictionHead)
+    with torch.no_grad():  # off the zero init, so the bias matters
+        model.head.output_bias.normal_()
+        model.head.transform.bias.normal_()
+    model.eval()
+    head = model.head
+    table = model.item_table()
+    hidden = model.sequence_representation(split.test_inputs, table)  # head applied
+    manual = hidden @ table[: split.num_items].t() + head.output_bias
+    torch.testing.assert_close(model.score(split.test_inputs), manual)
+    # the loss on a batch equals cross-entropy of the formula
+    windows = training_windows(split.train, SMALL["max_len"])
+    batch = model.training_batch(windows.select(torch.arange(16)), torch.Generator().manual_seed(0))
+    h = model.encode(batch["items"], batch["mask"], table)
+    sel = batch["targets"] != IGNORE_INDEX
+    logits = head(h[sel]) @ table[: split.num_items].t() + head.output_bias
+    expected = F.cross_entropy(logits, batch["targets"][sel])
+    torch.testing.assert_close(model.loss(batch)["loss"], expected)
+    # gradients reach the head, its bias and the item table
+    model.train()
+    model.loss(batch)["loss"].backward()
+    assert head.output_bias.grad.abs().sum() > 0 and head.transform.weight.grad.abs().sum() > 0
+    # saved and loaded with the head
+    model.eval()
+    model.save_pretrained(tmp_path / "m")
+    loaded = SequentialRecommender.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.prediction_head and loaded.head is not None
+    assert torch.equal(loaded.score(split.test_inputs), model.score(split.test_inputs))
+
+
+def test_without_prediction_head_there_is_no_head_parameter(split):
+    model = BERT4Rec.from_dataset(split.num_items, encoder_kwargs=ENC["bert4rec"], **SMALL)
+    assert model.head is None
+    assert not any(n.startswith("head.") for n, _ in model.named_parameters())
