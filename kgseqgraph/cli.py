@@ -134,7 +134,10 @@ def _export_model(args: argparse.Namespace) -> dict[str, Any]:
 
         kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
         data = load_dataset(args.dataset, args.root, **kwargs)
-    model = SequentialRecommender.from_pretrained(model_dir, data=data).eval()
+    try:
+        model = SequentialRecommender.from_pretrained(model_dir, data=data).eval()
+    except ValueError as err:  # e.g. the graph of --dataset is not the one it was trained on
+        raise SystemExit(f"kgseqgraph export: {err}") from None
     fmt = args.format or ("onnx" if Path(args.output).suffix == ".onnx" else "pt2")
     path = export_scorer(model, args.output, fmt, exclude_history=args.exclude_history,
                          dynamic_length=False if args.fixed_length else None)

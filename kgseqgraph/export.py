@@ -116,7 +116,10 @@ def _metadata(model: nn.Module, scorer: SequenceScorer, fmt: str) -> dict[str, A
     }
     config_dict = getattr(model, "config_dict", None)
     if callable(config_dict):
-        meta.update(model=model.model_name, model_config=config_dict()["config"])
+        saved = config_dict()
+        meta.update(model=model.model_name, model_config=saved["config"])
+        if "graph" in saved:  # graph models: which graph the frozen item table came from
+            meta["graph"] = saved["graph"]
     return meta
 
 

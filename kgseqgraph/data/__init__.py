@@ -7,6 +7,7 @@ from .splits import LeaveOneOutSplit, leave_one_out
 from .batching import (IGNORE_INDEX, SequenceBatch, append_mask_token, cloze_mask, mask_id,
                        pad_sequences, padding_id, shifted_targets, training_windows)
 from .describe import describe, format_description
+from .fingerprint import compare_fingerprints, graph_fingerprint
 
 __all__ = [
     "LINE_COLUMN",
@@ -33,4 +34,6 @@ __all__ = [
     "training_windows",
     "describe",
     "format_description",
+    "graph_fingerprint",
+    "compare_fingerprints",
 ]

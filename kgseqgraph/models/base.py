@@ -31,11 +31,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from ..data.fingerprint import compare_fingerprints, graph_fingerprint
 from ..data.batching import SequenceBatch
 from ..data.sequences import Sequences
 from ..io import atomic_path, atomic_write_bytes
 
-__all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "atomic_write_bytes"]
+__all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "atomic_write_bytes",
+           "check_saved_graph"]
 
 MODEL_REGISTRY: dict[str, type[SequentialRecommender]] = {}
 
@@ -66,9 +68,13 @@ class SequentialRecommender(nn.Module):
     config_class: ClassVar[type] = object
     needs_graph: ClassVar[bool] = False
 
-    def __init__(self, config: Any) -> None:
+    def __init__(self, config: Any, data: Any = None) -> None:
         super().__init__()
         self.config = config
+        # graph models remember which graph their node rows belong to (saved by save_pretrained,
+        # checked by from_pretrained)
+        self.graph_fingerprint = (graph_fingerprint(data) if self.needs_graph and data is not None
+                                  else None)
 
     @property
     def num_items(self) -> int:
@@ -153,7 +159,10 @@ class SequentialRecommender(nn.Module):
     # ------------------------------------------------------------------ persistence
     def config_dict(self) -> dict[str, Any]:
         cfg = dataclasses.asdict(self.config)
-        return {"model": self.model_name, "config": cfg}
+        out = {"model": self.model_name, "config": cfg}
+        if getattr(self, "graph_fingerprint", None) is not None:
+            out["graph"] = self.graph_fingerprint
+        return out
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (atomically)."""
@@ -171,8 +180,14 @@ class SequentialRecommender(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, data: Any = None,
-                        map_location: str | torch.device = "cpu") -> SequentialRecommender:
-        """Rebuild a model saved by :meth:`save_pretrained` (``data``: the graph, for graph models)."""
+                        map_location: str | torch.device = "cpu",
+                        check_graph: bool = True) -> SequentialRecommender:
+        """Rebuild a model saved by :meth:`save_pretrained` (``data``: the graph, for graph models).
+
+        A graph model's weights hold one row per node of the graph it was trained on. When the
+        saved model recorded that graph's fingerprint (:func:`~kgseqgraph.data.fingerprint.
+        graph_fingerprint`), ``data`` must have the same one, or a :class:`ValueError` says what
+        differs (``check_graph=False`` skips the check)."""
         from safetensors.torch import load_model
 
         directory = Path(directory)
@@ -189,7 +204,23 @@ class SequentialRecommender(nn.Module):
             if data is None:
                 raise ValueError(f"{name} needs the collaborative KG: pass data=<HeteroData>")
             model = model_cls(config, data=data)
+            if check_graph:
+                check_saved_graph(directory, meta, model)
         else:
             model = model_cls(config)
         load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(map_location))
         return model.to(map_location)
+
+
+def check_saved_graph(directory: str | os.PathLike, meta: dict[str, Any],
+                      model: SequentialRecommender) -> None:
+    """Raise if ``model`` was built over another graph than the one ``meta`` (a saved
+    ``config.json``) records; nothing to check when either fingerprint is missing."""
+    saved = meta.get("graph")
+    if saved is None or getattr(model, "graph_fingerprint", None) is None:
+        return
+    problem = compare_fingerprints(saved, model.graph_fingerprint)
+    if problem is not None:
+        raise ValueError(f"{directory}: this {meta.get('model')} model was trained on another "
+                         f"graph than the one given ({problem}); pass the dataset it was trained "
+                         "on (check_graph=False skips this check)")

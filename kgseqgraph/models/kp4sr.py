@@ -54,7 +54,8 @@ from ..data.sequences import Sequences
 from ..prompts.knowledge import EntityNames, KnowledgePrompts, knowledge_prompts, load_templates
 from ..prompts.tree import (PersonalizedPrompt, TreeBatch, additive_attention_mask,
                             build_tree_tokens, collate_trees, tree_attention_mask)
-from .base import CONFIG_NAME, WEIGHTS_NAME, SequentialRecommender, register_model
+from .base import (CONFIG_NAME, WEIGHTS_NAME, SequentialRecommender, check_saved_graph,
+                   register_model)
 
 __all__ = ["KP4SRConfig", "KP4SR", "build_word_tokenizer", "word_vocabulary", "item_token",
            "SPECIAL_TOKENS"]
@@ -228,7 +229,7 @@ class KP4SR(SequentialRecommender):
 
     def __init__(self, config: KP4SRConfig, data: Any = None, tokenizer: Any = None,
                  load_pretrained_weights: bool = True) -> None:
-        super().__init__(config)
+        super().__init__(config, data)
         if data is None:
             raise ValueError("KP4SR needs the collaborative KG: KP4SR(config, data=<HeteroData>)")
         n = int(data["item"].num_nodes)
@@ -556,19 +557,24 @@ class KP4SR(SequentialRecommender):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike, data: Any = None,
-                        map_location: str | torch.device = "cpu") -> KP4SR:
-        """Rebuild a model saved by :meth:`save_pretrained` (``data``: the same graph)."""
+                        map_location: str | torch.device = "cpu",
+                        check_graph: bool = True) -> KP4SR:
+        """Rebuild a model saved by :meth:`save_pretrained` (``data``: the same graph; checked
+        against the saved fingerprint unless ``check_graph=False``)."""
         from safetensors.torch import load_model
 
         tf = _require_transformers()
         directory = Path(directory)
         meta = json.loads((directory / CONFIG_NAME).read_text())
         if meta.get("model") != cls.model_name:
-            return SequentialRecommender.from_pretrained(directory, data, map_location)
+            return SequentialRecommender.from_pretrained(directory, data, map_location,
+                                                         check_graph)
         config = cls.config_class(**meta["config"])
         tok = None
         if (directory / TOKENIZER_DIR).is_dir():
             tok = tf.AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
         model = cls(config, data=data, tokenizer=tok, load_pretrained_weights=False)
+        if check_graph:
+            check_saved_graph(directory, meta, model)
         load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(map_location))
         return model.to(map_location)

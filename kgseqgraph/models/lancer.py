@@ -300,7 +300,7 @@ class LANCER(SequentialRecommender):
     needs_graph = True
 
     def __init__(self, config: LANCERConfig, data: Any = None) -> None:
-        super().__init__(config)
+        super().__init__(config, data)
         if data is None:
             raise ValueError("LANCER needs the graph with item text: pass data=<HeteroData>")
         n_graph = int(data["item"].num_nodes)

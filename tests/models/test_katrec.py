@@ -124,3 +124,17 @@ def test_kg_recompute_gives_the_same_loss_and_gradients(synthetic, reuse_attenti
     for name in ga:
         torch.testing.assert_close(ga[name], gb[name], msg=name)
     assert any(c.recompute_scores for c in model.item_embedder.enricher.convs)
+
+
+def test_from_pretrained_refuses_another_graph(tmp_path, synthetic):
+    data, _ = synthetic
+    torch.manual_seed(0)
+    model = KATRec.from_dataset(data, **SMALL)
+    model.save_pretrained(tmp_path / "m")
+    assert SequentialRecommender.from_pretrained(tmp_path / "m", data=data) is not None
+    other = Synthetic(num_users=300, num_items=120, num_entities=20, num_relations=4, seq_len=15,
+                      seed=1)[0]  # same sizes, another graph: the weights would load silently
+    with pytest.raises(ValueError, match="trained on another graph"):
+        SequentialRecommender.from_pretrained(tmp_path / "m", data=other)
+    loaded = SequentialRecommender.from_pretrained(tmp_path / "m", data=other, check_graph=False)
+    assert isinstance(loaded, KATRec)
