@@ -67,14 +67,18 @@ class SequentialRecommender(nn.Module):
     model_name: ClassVar[str] = "base"
     config_class: ClassVar[type] = object
     needs_graph: ClassVar[bool] = False
+    #: config fields that change how, not what, the model computes (e.g. memory/time
+    #: trade-offs): a training checkpoint may be resumed with them changed
+    compute_only_fields: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: Any, data: Any = None) -> None:
         super().__init__()
         self.config = config
         # graph models remember which graph their node rows belong to (saved by save_pretrained,
         # checked by from_pretrained)
-        self.graph_fingerprint = (graph_fingerprint(data) if self.needs_graph and data is not None
-                                  else None)
+        self.graph_fingerprint = (
+            graph_fingerprint(data, tuple(getattr(config, "node_types", ("item", "entity"))))
+            if self.needs_graph and data is not None else None)
 
     @property
     def num_items(self) -> int:
@@ -223,4 +227,5 @@ def check_saved_graph(directory: str | os.PathLike, meta: dict[str, Any],
     if problem is not None:
         raise ValueError(f"{directory}: this {meta.get('model')} model was trained on another "
                          f"graph than the one given ({problem}); pass the dataset it was trained "
-                         "on (check_graph=False skips this check)")
+                         "on (from Python, from_pretrained(..., check_graph=False) skips this "
+                         "check)")

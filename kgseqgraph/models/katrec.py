@@ -139,6 +139,7 @@ class KATRec(SequentialModel):
 
     config_class = KATRecConfig
     needs_graph = True
+    compute_only_fields = frozenset({"kg_recompute"})
 
     def build_item_embedder(self, config: KATRecConfig, data: Any) -> nn.Module:
         return KGItemEmbedder(config, data)

@@ -648,10 +648,10 @@ class Trainer:
             raise ValueError("the checkpoint was written with a different TrainConfig: "
                              + ", ".join(f"{k}: now {a!r}, checkpoint {b!r}"
                                          for k, (a, b) in sorted(diff.items())))
-        mine = _model_config(self.model)
-        if mine != ckpt["model_config"]:
-            raise ValueError(f"the checkpoint holds a different model: {ckpt['model_config']} "
-                             f"(this one: {mine})")
+        problem = _model_mismatch(self.model, ckpt["model_config"])
+        if problem is not None:
+            raise ValueError(f"the checkpoint holds a different model ({problem}): "
+                             f"{ckpt['model_config']} (this one: {_model_config(self.model)})")
         self.model.load_state_dict(ckpt["model"])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -721,6 +721,40 @@ def _model_config(model: Any) -> Any:
     if callable(fn):
         return fn()
     return {"model": type(model).__name__}
+
+
+def _model_mismatch(model: Any, saved: Any) -> str | None:
+    """Why a checkpoint's ``model_config`` does not describe ``model`` (``None`` if it does).
+
+    Config fields the checkpoint lacks (added to the library after it was written) count as
+    their defaults; fields the model class declares ``compute_only_fields`` (e.g. KATRec's
+    ``kg_recompute``: same results, other memory/time trade-off) may differ; the graph
+    fingerprint is compared only when both sides have one."""
+    mine = _model_config(model)
+    if not (isinstance(mine, dict) and isinstance(saved, dict) and "config" in mine
+            and "config" in saved):
+        return None if mine == saved else "different model"
+    if mine.get("model") != saved.get("model"):
+        return f"model {saved.get('model')!r}, not {mine.get('model')!r}"
+    config_class = getattr(model, "config_class", None)
+    defaults: dict[str, Any] = {}
+    if dataclasses.is_dataclass(config_class):
+        for f in dataclasses.fields(config_class):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                defaults[f.name] = f.default_factory()  # type: ignore[misc]
+    skip = set(getattr(model, "compute_only_fields", ()))
+    ours, theirs = mine["config"], {**defaults, **saved["config"]}
+    diff = sorted(k for k in set(ours) | set(theirs)
+                  if k not in skip and ours.get(k) != theirs.get(k))
+    if diff:
+        return "config " + ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {ours.get(k)!r}"
+                                     for k in diff)
+    if mine.get("graph") is not None and saved.get("graph") is not None \
+            and mine["graph"].get("sha256") != saved["graph"].get("sha256"):
+        return "trained on another graph"
+    return None
 
 
 def versions() -> dict[str, str]:

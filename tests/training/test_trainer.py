@@ -437,3 +437,34 @@ def test_seed_everything_seeds_all():
     assert (random.random(), float(np.random.rand()), float(torch.rand(1))) == a
     with pytest.raises(ValueError):
         seed_everything(1.5)
+
+
+def test_resume_accepts_configs_from_before_new_fields_and_compute_only_changes():
+    """A checkpoint written before a config field existed still describes the same model (the
+    field takes its default); compute-only fields (KATRec's kg_recompute) may change; a real
+    difference is refused, naming the field."""
+    from kgseqgraph.datasets import Synthetic
+    from kgseqgraph.models import KATRec, SASRec
+    from kgseqgraph.training.trainer import _model_mismatch
+
+    sas = SASRec.from_dataset(30, max_len=8, hidden_size=16)
+    old = sas.config_dict()
+    for new_field in ("prediction_head", "head_layer_norm_eps"):
+        old["config"].pop(new_field)
+    assert _model_mismatch(sas, old) is None
+    other = sas.config_dict()
+    other["config"]["hidden_size"] = 32
+    assert "hidden_size: checkpoint 32, now 16" in _model_mismatch(sas, other)
+    assert "model 'bert4rec'" in _model_mismatch(sas, {**sas.config_dict(), "model": "bert4rec"})
+
+    data = Synthetic(num_users=40, num_items=20, num_entities=6, num_relations=2, seq_len=6,
+                     seed=0)[0]
+    kat = KATRec.from_dataset(data, max_len=8, hidden_size=16, kg_dim=8, kg_hidden=[8])
+    saved = kat.config_dict()
+    saved["config"]["kg_recompute"] = True
+    assert _model_mismatch(kat, saved) is None
+    no_graph = {k: v for k, v in kat.config_dict().items() if k != "graph"}
+    assert _model_mismatch(kat, no_graph) is None  # written before fingerprints: unknown
+    moved = kat.config_dict()
+    moved["graph"] = {**moved["graph"], "sha256": "0" * 64}
+    assert _model_mismatch(kat, moved) == "trained on another graph"
