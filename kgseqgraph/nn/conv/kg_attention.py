@@ -14,8 +14,6 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
-from ..ops.dispatch import resolve_backend
-
 __all__ = ["KGAttentionConv", "EdgePlan", "AGGREGATORS", "CONV_BACKENDS"]
 
 AGGREGATORS = ("bi-interaction", "gcn", "graphsage")
@@ -490,22 +488,24 @@ class KGAttentionConv(MessagePassing):
         from ..ops import segment_softmax_aggregate
 
         # the tails are read by index (src): on the torch backend no [E, d] gather of x is formed
-        # or kept for backward; the other backends gather x[src] themselves
+        # or kept for backward; the other backends gather x[src] themselves. recompute_scores
+        # asks for bounded memory: then the gather-free torch path runs on any device (on CUDA
+        # instead of the Triton kernels, which take gathered rows)
+        backend = "torch" if self.recompute_scores else self.backend
         res = segment_softmax_aggregate(score, x, ptr, return_alpha=need_alpha,
                                         index=edge_index[1], src=edge_index[0],
-                                        backend=self.backend)
+                                        backend=backend)
         return res if need_alpha else (res, None)
 
     def weighted_sum(self, alpha: Tensor, x: Tensor, edge_index: Tensor,
                      plan: EdgePlan | None = None) -> Tensor:
         """:math:`\\sum \\alpha\\,\\mathbf{e}_t` for given (already normalised) weights.
 
-        With a ``plan`` and the ``"torch"`` backend this is the gather-free
+        With a ``plan`` (every backend but ``"pyg"``; CPU and CUDA) this is the gather-free
         :func:`~kgseqgraph.nn.ops.segment_weighted_sum` (no ``[E, d]`` tensor kept for backward);
         otherwise PyG's ``propagate``."""
         n = x.size(0)
-        if plan is not None and plan.ptr is not None \
-                and resolve_backend(self.backend, x.device) == "torch":
+        if plan is not None and plan.ptr is not None:
             from ..ops import segment_weighted_sum
 
             if plan.perm is not None:

@@ -96,6 +96,15 @@ def _check_ptr(ptr: Tensor, num_edges: int, device: torch.device) -> Tensor:
     return ptr
 
 
+def _check_src_range(src: Tensor, rows: int) -> None:
+    """Every ``src`` row exists in a table of ``rows`` rows (checked on CPU only: on CUDA the
+    check would cost a host sync per call)."""
+    if src.device.type == "cpu" and src.numel() and (int(src.min()) < 0
+                                                     or int(src.max()) >= rows):
+        raise ValueError(f"src holds rows in [{int(src.min())}, {int(src.max())}] but x has "
+                         f"{rows} rows")
+
+
 def _check_index(index: Tensor, num_edges: int, device: torch.device) -> Tensor:
     if not isinstance(index, Tensor) or index.dim() != 1 or index.numel() != num_edges:
         raise ValueError(f"index must be a 1-D LongTensor with one entry per edge ({num_edges}), "
@@ -446,9 +455,10 @@ def segment_weighted_sum(alpha: Tensor, x: Tensor, ptr: Tensor, src: Tensor, *,
                          f"[N, H, D] for alpha [E, H]; got {tuple(getattr(x, 'shape', ()))}")
     if alpha.dim() == 2 and x.size(1) != alpha.size(1):
         raise ValueError(f"x has {x.size(1)} heads but alpha has {alpha.size(1)}")
-    if E and (int(src.min()) < 0 or int(src.max()) >= x.size(0)):
-        raise ValueError(f"src holds rows in [{int(src.min())}, {int(src.max())}] but x has "
-                         f"{x.size(0)} rows")
+    if not (x.device == src.device == alpha.device):
+        raise ValueError(f"alpha, x and src must be on one device, got {alpha.device}, "
+                         f"{x.device} and {src.device}")
+    _check_src_range(src, x.size(0))
     ptr = _check_ptr(ptr, E, alpha.device)
     index = ptr_to_index(ptr, E) if index is None else _check_index(index, E, alpha.device)
     dtype = torch.promote_types(alpha.dtype, x.dtype)
@@ -619,9 +629,7 @@ def segment_softmax_aggregate(score: Tensor, x: Tensor, ptr: Tensor, return_alph
             raise ValueError(f"x has {x.size(1)} heads but score has {score.size(1)}")
         if src.device != x.device:
             raise ValueError(f"src is on {src.device} but x is on {x.device}")
-        if src.numel() and (int(src.min()) < 0 or int(src.max()) >= x.size(0)):
-            raise ValueError(f"src holds rows in [{int(src.min())}, {int(src.max())}] but x has "
-                             f"{x.size(0)} rows")
+        _check_src_range(src, x.size(0))
         if resolve_backend(backend, score.device) != "torch":
             x = x.index_select(0, src)
             src = None

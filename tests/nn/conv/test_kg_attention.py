@@ -345,3 +345,31 @@ def test_recompute_scores_keeps_no_edge_sized_tensors():
     assert max(full_sizes) > E   # the per-pair projections [pairs, d]
     _, (_, alpha) = lean(x, ei, et, return_attention_weights=True)
     assert max(_saved_numels(lambda: lean(x, ei, et, attention_weights=alpha))) <= E
+
+
+def test_recompute_scores_takes_the_gather_free_path_on_any_backend(monkeypatch):
+    """Memory mode must not fall back to a gathering backend (Triton on CUDA gathers x[src]), and
+    layers reusing attention never use PyG's propagate unless backend="pyg"."""
+    from kgseqgraph.nn import ops
+
+    x, ei, et = _random_graph()
+    seen = []
+    real = ops.segment_softmax_aggregate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["backend"])
+        return real(*args, **{**kwargs, "backend": "torch"})  # Triton is not runnable here
+
+    monkeypatch.setattr(ops, "segment_softmax_aggregate", spy)
+    conv = KGAttentionConv(8, 4, 3, backend="triton", recompute_scores=True)
+    _, (_, alpha) = conv(x, ei, et, return_attention_weights=True)
+    assert seen == ["torch"]
+
+    def no_propagate(*args, **kwargs):
+        raise AssertionError("propagate keeps [E, d] tensors")
+
+    monkeypatch.setattr(conv, "propagate", no_propagate)
+    ref = KGAttentionConv(8, 4, 3, backend="pyg")
+    ref.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv(x, ei, et, attention_weights=alpha),
+                               ref(x, ei, et, attention_weights=alpha))
