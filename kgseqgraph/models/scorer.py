@@ -6,7 +6,9 @@ r"""The frozen scoring path of an ID-based sequential recommender, as a pure ten
     \hat{\mathbf{Y}} = \mathrm{Encoder}\big(\mathbf{T}[s], \mathbf{M}\big)_{\mathrm{last}}\,
     \mathbf{T}_{0:N}^\top \in \mathbb{R}^{B \times N},
 
-with the item table :math:`\mathbf{T} \in \mathbb{R}^{(N + 2) \times D}` held as a buffer: computed
+(for a model with a :class:`~kgseqgraph.models.sequential.PredictionHead`, the encoder output is
+first transformed by the head and its per-item output bias is added to the scores), with the item
+table :math:`\mathbf{T} \in \mathbb{R}^{(N + 2) \times D}` held as a buffer: computed
 once, in eval mode, by :meth:`~kgseqgraph.models.sequential.SequentialModel.frozen_item_table`.
 For a graph model (KATRec) that table already holds the result of the KG propagation and of the
 fusion gate, so the scorer has no graph, no PyTorch Geometric and no ``HeteroData`` in it, and it

@@ -70,12 +70,13 @@ class SequentialConfig:
         last_item_mask_prob: cloze only: fraction of training windows in which only the last
             item is masked, the position inference predicts (RecBole's ``ft_ratio``).
         init_std: std of the normal init of item embeddings.
-        prediction_head: BERT4Rec's output layer (Sun et al., 2019, eq. 7; RecBole's BERT4Rec):
-            a transform of the encoder output and a per-item output bias,
+        prediction_head: BERT4Rec's output layer (Sun et al., 2019, eq. 7, with the layer norm of
+            the authors' code and of RecBole's BERT4Rec): a transform of the encoder output and a
+            per-item output bias,
             :math:`P(v) = \mathrm{softmax}\big(\mathrm{LN}(\mathrm{GELU}(\mathbf{h}
             \mathbf{W}^P + \mathbf{b}^P))\,\mathbf{T}^\top + \mathbf{b}^O\big)` with the
             shared item table :math:`\mathbf{T}`. ``False``: :math:`\mathbf{h}\mathbf{T}^\top`.
-        layer_norm_eps: :math:`\epsilon` of the prediction head's layer norm.
+        head_layer_norm_eps: :math:`\epsilon` of the prediction head's layer norm.
     """
 
     num_items: int
@@ -88,7 +89,7 @@ class SequentialConfig:
     last_item_mask_prob: float = 0.0
     init_std: float = 0.02
     prediction_head: bool = False
-    layer_norm_eps: float = 1e-12
+    head_layer_norm_eps: float = 1e-12
 
     def __post_init__(self) -> None:
         if self.objective not in {"next", "cloze"}:
@@ -173,7 +174,8 @@ class SequentialModel(SequentialRecommender):
             raise ValueError(f"objective 'next' needs a causal encoder; {config.encoder} is "
                              "bidirectional (use objective='cloze')")
         self.head = (PredictionHead(config.hidden_size, config.num_items, config.init_std,
-                                    config.layer_norm_eps) if config.prediction_head else None)
+                                    config.head_layer_norm_eps) if config.prediction_head
+                     else None)
         self._table_cache: Tensor | None = None
 
     def build_item_embedder(self, config: SequentialConfig, data: Any) -> nn.Module:
