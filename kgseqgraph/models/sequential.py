@@ -69,6 +69,11 @@ class SequentialConfig:
         mask_prob: cloze masking probability.
         last_item_mask_prob: cloze only: fraction of training windows in which only the last
             item is masked, the position inference predicts (RecBole's ``ft_ratio``).
+        last_item_random_prefix: cloze only: cut each of those last-item windows to a random
+            prefix (2 items up to the whole window) first, so the masked last item — the
+            next-item case inference scores — falls at every position of a history, not only at
+            a window's end. RecBole's BERT4Rec gets this from training on every prefix of every
+            sequence; here it costs nothing extra.
         init_std: std of the normal init of item embeddings.
         prediction_head: BERT4Rec's output layer (Sun et al., 2019, eq. 7, with the layer norm of
             the authors' code and of RecBole's BERT4Rec): a transform of the encoder output and a
@@ -87,6 +92,7 @@ class SequentialConfig:
     objective: str = "next"
     mask_prob: float = 0.2
     last_item_mask_prob: float = 0.0
+    last_item_random_prefix: bool = False
     init_std: float = 0.02
     prediction_head: bool = False
     head_layer_norm_eps: float = 1e-12
@@ -205,6 +211,8 @@ class SequentialModel(SequentialRecommender):
         pad = padding_id(cfg.num_items)
         if cfg.objective == "next":
             batch, targets = shifted_targets(pad_sequences(sequences, cfg.max_len + 1, pad))
+        elif cfg.last_item_random_prefix and cfg.last_item_mask_prob > 0:
+            return self._prefix_cloze_batch(sequences, generator)
         else:
             padded = pad_sequences(sequences, cfg.max_len, pad)
             batch, targets = cloze_mask(padded, cfg.num_items, cfg.mask_prob, generator)
@@ -216,6 +224,31 @@ class SequentialModel(SequentialRecommender):
                 targets[rows] = IGNORE_INDEX
                 batch.items[rows, -1] = cfg.num_items + 1
                 targets[rows, -1] = padded.items[rows, -1]
+        return {"items": batch.items, "mask": batch.mask, "targets": targets}
+
+    def _prefix_cloze_batch(self, sequences: Sequences,
+                            generator: torch.Generator) -> dict[str, Tensor]:
+        """Cloze batch whose last-item rows are random prefixes (``last_item_random_prefix``)."""
+        cfg = self.config
+        lengths = sequences.lengths
+        rows = (torch.rand(len(sequences), generator=generator) < cfg.last_item_mask_prob) \
+            & (lengths >= 2)
+        u = torch.rand(len(sequences), generator=generator)
+        prefix = 2 + (u * (lengths - 1).clamp(min=1)).long()  # uniform in [2, length]
+        keep = torch.where(rows, torch.minimum(prefix, lengths), lengths)
+        ptr = torch.zeros(len(sequences) + 1, dtype=torch.long)
+        torch.cumsum(keep, 0, out=ptr[1:])
+        starts = torch.repeat_interleave(sequences.ptr[:-1], keep)
+        offsets = torch.arange(int(ptr[-1])) - torch.repeat_interleave(ptr[:-1], keep)
+        cut = Sequences(ptr, sequences.items[starts + offsets], sequences.users,
+                        sequences.num_items)
+        padded = pad_sequences(cut, cfg.max_len, padding_id(cfg.num_items))
+        batch, targets = cloze_mask(padded, cfg.num_items, cfg.mask_prob, generator)
+        # left padding: the last real item sits in the last column
+        batch.items[rows] = padded.items[rows]
+        targets[rows] = IGNORE_INDEX
+        batch.items[rows, -1] = cfg.num_items + 1
+        targets[rows, -1] = padded.items[rows, -1]
         return {"items": batch.items, "mask": batch.mask, "targets": targets}
 
     def shard_batch(self, batch: dict[str, Tensor], rank: int,

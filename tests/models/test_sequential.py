@@ -129,3 +129,40 @@ def test_without_prediction_head_there_is_no_head_parameter(split):
     model = BERT4Rec.from_dataset(split.num_items, encoder_kwargs=ENC["bert4rec"], **SMALL)
     assert model.head is None
     assert not any(n.startswith("head.") for n, _ in model.named_parameters())
+
+
+def test_last_item_random_prefix_masks_the_end_of_a_random_prefix(split):
+    """Rows drawn for last-item masking become a prefix of their window (2 items up to all of
+    it) whose last item is the only target; the other rows are ordinary cloze rows."""
+    from kgseqgraph.data import IGNORE_INDEX as IGNORE
+
+    n = split.num_items
+    mask_id, pad = n + 1, n
+    model = BERT4Rec.from_dataset(n, encoder_kwargs=ENC["bert4rec"], last_item_mask_prob=0.5,
+                                  last_item_random_prefix=True, **SMALL)
+    windows = [list(range(i, i + 10)) for i in range(0, 40, 2)] * 10  # 200 rows of 10 items
+    seqs = Sequences.from_lists(windows, n)
+    b = model.training_batch(seqs, torch.Generator().manual_seed(0))
+    items, targets, mask = b["items"], b["targets"], b["mask"]
+    assert items.shape == (200, SMALL["max_len"])
+    prefix_lengths = []
+    n_last = 0
+    for r, window in enumerate(windows):
+        real = items[r][mask[r]].tolist()
+        tgt = targets[r][mask[r]].tolist()
+        if len(real) < len(window) or (real[-1] == mask_id and tgt.count(IGNORE) == len(tgt) - 1
+                                       and all(x != mask_id for x in real[:-1])):
+            # a last-item row: window prefix, last item masked and the only target
+            k = len(real)
+            assert real[:-1] == window[:k - 1] and real[-1] == mask_id
+            assert tgt[:-1] == [IGNORE] * (k - 1) and tgt[-1] == window[k - 1]
+            prefix_lengths.append(k)
+            n_last += 1
+        else:  # an ordinary cloze row over the whole window
+            assert len(real) == len(window)
+            for x, t, w in zip(real, tgt, window):
+                assert (x == mask_id and t == w) or (x == w and t == IGNORE)
+        assert (items[r][~mask[r]] == pad).all()
+    assert 60 < n_last < 140  # about half the rows
+    assert min(prefix_lengths) == 2 and max(prefix_lengths) == 10  # spread over all lengths
+    assert len(set(prefix_lengths)) == 9
