@@ -6,6 +6,9 @@ Reads ``results/recbole_<model>.json`` and ``results/ours_<model>.json`` (as wri
 ``run_recbole.py`` / ``run_ours.py``) and writes ``results.json`` and ``results.md`` beside this
 file. ``results/ours_<model>_<tag>.json`` files are extra rows (variants of our settings, e.g. a
 smaller batch), measured against the same RecBole bar but not used for the targets.
+``results/seeds/<lib>_<model>[_<tag>]_seed<N>.json`` are further seeds of those runs: a table per
+model then compares means over seeds, against two bars from RecBole's seeds (the mean of their
+best validation NDCG@10, and the lowest: a level every RecBole seed reached).
 
 Definitions (per model):
 
@@ -121,6 +124,85 @@ def compare_model(rb: dict, ours: dict) -> dict:
             "targets_met": targets, "time_to_recbole_levels": levels}
 
 
+def _mean_sd(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+    return m, sd
+
+
+def seed_summary(res_dir: Path, key: str) -> dict | None:
+    """Several seeds of the same settings: ``results/<lib>_<key>[_<tag>].json`` (the main runs)
+    plus ``results/seeds/<lib>_<key>[_<tag>]_seed<N>.json``.
+
+    One seed's best-of-epochs validation NDCG@10 is a noisy maximum, so two quality bars come
+    from RecBole's seeds: ``mean`` (the mean of their best values; not every RecBole seed
+    reaches it) and ``every_seed`` (the lowest of their best values: a level every RecBole seed
+    reached). For every run and bar: CPU seconds to the first epoch at or above the bar; the
+    speed-up is RecBole's mean time over ours (runs that reached the bar)."""
+    seeds_dir = res_dir / "seeds"
+    if not seeds_dir.is_dir():
+        return None
+    groups: dict[str, list[dict]] = {}
+    for main in sorted(res_dir.glob(f"*_{key}.json")) + sorted(res_dir.glob(f"*_{key}_*.json")):
+        name = main.stem
+        runs = [main] + sorted(seeds_dir.glob(f"{name}_seed*.json"))
+        if len(runs) > 1:
+            groups[name] = [json.loads(r.read_text()) for r in runs]
+    rb = groups.get(f"recbole_{key}")
+    if not rb:
+        return None
+    rb_best = [r["best_valid"]["NDCG@10"] for r in rb]
+    bars = {"mean": _mean_sd(rb_best)[0], "every_seed": min(rb_best)}
+    out = {"bars": bars, "settings": {}}
+    for name, runs in groups.items():
+        entry = {
+            "seeds": [(r.get("config") or r.get("train_config") or {}).get("seed") for r in runs],
+            "best_valid_NDCG@10": _mean_sd([r["best_valid"]["NDCG@10"] for r in runs]),
+            "test_NDCG@10": _mean_sd([r["test"]["NDCG@10"] for r in runs]),
+            "test_HR@10": _mean_sd([r["test"]["HR@10"] for r in runs]),
+            "setting": runs[0].get("command", ""), "runs": len(runs), "to_bar": {}}
+        for bar_name, bar in bars.items():
+            reach = [_first_reaching(r["history"], bar) for r in runs]
+            times = [h["cpu_seconds"] for h in reach if h is not None]
+            entry["to_bar"][bar_name] = {
+                "cpu_seconds": [h["cpu_seconds"] if h else None for h in reach],
+                "reached": len(times), "mean_cpu_seconds": _mean_sd(times)[0] if times else None}
+        out["settings"][name] = entry
+    rb_entry = out["settings"][f"recbole_{key}"]
+    for name, v in out["settings"].items():
+        for bar_name, t in v["to_bar"].items():
+            t["speedup_vs_recbole"] = (None if name.startswith("recbole_") else _ratio(
+                rb_entry["to_bar"][bar_name]["mean_cpu_seconds"], t["mean_cpu_seconds"]))
+    return out
+
+
+def _seeds_markdown(model: str, s: dict) -> list[str]:
+    bars = s["bars"]
+    lines = ["", f"{model}, several seeds. Bars from RecBole's best valid NDCG@10 per seed: "
+             f"**mean** {bars['mean']:.4f}, **every seed** (the lowest) {bars['every_seed']:.4f}."
+             " CPU s to the first epoch at or above each bar, per run; speed-up = RecBole's mean "
+             "time / ours (runs that reached it):", "",
+             "| run | seeds | best valid NDCG@10 (mean ± sd) | test NDCG@10 (mean ± sd) | "
+             "test HR@10 | to the mean bar: CPU s per seed (speed-up) | to the every-seed bar: "
+             "CPU s per seed (speed-up) |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for name, v in s["settings"].items():
+        cells = []
+        for bar_name in ("mean", "every_seed"):
+            t = v["to_bar"][bar_name]
+            per = ", ".join(_f(x) if x is not None else "–" for x in t["cpu_seconds"])
+            sp = t["speedup_vs_recbole"]
+            cells.append(f"{per} ({t['reached']}/{v['runs']} reached"
+                         + ("" if name.startswith("recbole_") else f", {_f(sp, '{:.1f}x')}")
+                         + ")")
+        lines.append(
+            f"| `{name}` | {', '.join(str(x) for x in v['seeds'])} | "
+            f"{v['best_valid_NDCG@10'][0]:.4f} ± {v['best_valid_NDCG@10'][1]:.4f} | "
+            f"{v['test_NDCG@10'][0]:.4f} ± {v['test_NDCG@10'][1]:.4f} | "
+            f"{v['test_HR@10'][0]:.4f} | {cells[0]} | {cells[1]} |")
+    return lines
+
+
 def _f(x, fmt="{:.1f}"):
     return "n/a" if x is None else fmt.format(x)
 
@@ -189,6 +271,9 @@ def to_markdown(res: dict) -> str:
     for model, r in res["models"].items():
         lines.append(f"| {model} | " + " | ".join("met" if v else "**not met**"
                                                    for v in r["targets_met"].values()) + " |")
+    for model, r in res["models"].items():
+        if r.get("seeds"):
+            lines += _seeds_markdown(model, r["seeds"])
     return "\n".join(lines) + "\n"
 
 
@@ -211,6 +296,9 @@ def main() -> None:
                     "ours": v["ours"], "ratios": v["ratios"], "targets_met": v["targets_met"]}
             if variants:
                 models[name]["variants"] = variants
+            seeds = seed_summary(res_dir, key)
+            if seeds:
+                models[name]["seeds"] = seeds
     if not models:
         raise SystemExit(f"no recbole_<model>.json + ours_<model>.json pairs in {res_dir}")
     res = {"dataset": "ML-100K, our chronological leave-one-out split exported as "

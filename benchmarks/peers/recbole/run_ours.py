@@ -11,7 +11,11 @@ recorded beside the result when ``work/kgsg-ml100k/expected_split.json`` exists.
 
 * SASRec: post-LN blocks, GELU, FFN 256, dropout 0.5/0.5, LN eps 1e-12 (RecBole's SASRec);
 * BERT4Rec: post-LN, GELU, FFN 256, dropout 0.2/0.2, mask probability 0.2, half of the training
-  sequences with only their last item masked (RecBole's ``ft_ratio=0.5``);
+  sequences with only their last item masked (RecBole's ``ft_ratio=0.5``) after being cut to a
+  random prefix (``last_item_random_prefix``: RecBole trains on every prefix, so its masked
+  last items fall at every position of a history), and the prediction
+  head of the paper and of RecBole (``prediction_head=True``: dense + GELU + layer norm on the
+  encoder output, per-item output bias);
 * GRU4Rec: embedding 64, GRU state 128, 2 layers, embedding dropout 0.3;
 * Adam (AdamW with weight decay 0 is Adam), constant learning rate, no gradient clipping;
 * seen items stay in the ranking (``exclude_history=False``: RecBole's ``repeatable=True``),
@@ -54,7 +58,8 @@ PRESETS = {
                                              hidden_dropout=0.2, attn_dropout=0.2,
                                              activation="gelu", norm_first=False,
                                              layer_norm_eps=1e-12),
-                         mask_prob=0.2, last_item_mask_prob=0.5),
+                         mask_prob=0.2, last_item_mask_prob=0.5, last_item_random_prefix=True,
+                         prediction_head=True),
         "gru4rec": dict(encoder_kwargs=dict(rnn_hidden_size=128, num_layers=2, dropout=0.3)),
     },
     "default": {
