@@ -14,6 +14,8 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
+from ..ops.segment_softmax import _gathered_edge_dots, _scatter_scaled
+
 __all__ = ["KGAttentionConv", "EdgePlan", "AGGREGATORS", "CONV_BACKENDS"]
 
 AGGREGATORS = ("bi-interaction", "gcn", "graphsage")
@@ -79,24 +81,6 @@ class _GatherDot(torch.autograd.Function):
         return ga, gb, None, None
 
 
-def _chunked_gather_dot(a: Tensor, ia: Tensor, b: Tensor, ib: Tensor) -> Tensor:
-    """``out[e] = <a[ia[e]], b[ib[e]]>`` in cache-sized chunks of edges."""
-    out = a.new_empty(ia.numel())
-    for s in range(0, ia.numel(), _DOT_CHUNK):
-        sl = slice(s, s + _DOT_CHUNK)
-        torch.sum(a.index_select(0, ia[sl]) * b.index_select(0, ib[sl]), -1, out=out[sl])
-    return out
-
-
-def _chunked_scatter(rows: int, index: Tensor, w: Tensor, src: Tensor, isrc: Tensor) -> Tensor:
-    """``out[u] = sum_{e: index[e] = u} w[e] src[isrc[e]]`` (``[rows, d]``), in chunks."""
-    out = src.new_zeros((rows, src.size(1)))
-    for s in range(0, index.numel(), _DOT_CHUNK):
-        sl = slice(s, s + _DOT_CHUNK)
-        out.index_add_(0, index[sl], src.index_select(0, isrc[sl]).mul_(w[sl].unsqueeze(1)))
-    return out
-
-
 class _RecomputedRelationScores(torch.autograd.Function):
     r""":math:`\pi_e` of every edge, one relation at a time, keeping nothing per edge or per
     ``(node, relation)`` pair for the backward pass: it saves the node table and the relation
@@ -125,7 +109,7 @@ class _RecomputedRelationScores(torch.autograd.Function):
         ctx.plan = plan
         score = x.new_empty(plan.edge_type.numel())
         for r, edges, k, q, tl, hl in _per_relation(x, rel_emb, rel_proj, plan):
-            score[edges] = _chunked_gather_dot(k, tl, q, hl)
+            score[edges] = _gathered_edge_dots(k, tl, q, hl)
         return score
 
     @staticmethod
@@ -141,8 +125,8 @@ class _RecomputedRelationScores(torch.autograd.Function):
             k, xt, t_rows = tail_side
             q, xh, h_rows = head_side
             g = grad.index_select(0, edges)
-            gk = _chunked_scatter(k.size(0), tl, g, q, hl)
-            gu = _chunked_scatter(q.size(0), hl, g, k, tl).mul_(1.0 - q * q)
+            gk = _scatter_scaled(q, hl, g, tl, k.size(0))  # gk[tl] += g * q[hl]
+            gu = _scatter_scaled(k, tl, g, hl, q.size(0)).mul_(1.0 - q * q)
             w = rel_proj[r]
             g_proj[r] = xt.t() @ gk + xh.t() @ gu
             g_emb[r] = gu.sum(0)

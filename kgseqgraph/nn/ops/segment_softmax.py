@@ -242,10 +242,11 @@ _EDGE_CHUNK = 16384  # edges per chunk of the gather-free paths: temporaries sta
 
 
 def _gathered_edge_dots(g: Tensor, index: Tensor, x: Tensor, src: Tensor) -> Tensor:
-    r"""``dots[e, h] = \langle g[index[e], h], x[src[e], h] \rangle`` in chunks of edges, so no
-    ``[E, H, D]`` tensor exists at any time."""
+    r"""``dots[e, ...] = \langle g[index[e], ...], x[src[e], ...] \rangle`` (a sum over the last
+    dimension; ``g``, ``x`` of shape ``[*, D]`` or ``[*, H, D]``) in chunks of edges, so no
+    ``[E, ..., D]`` tensor exists at any time."""
     E = index.numel()
-    out = g.new_empty((E, g.size(1)))
+    out = g.new_empty((E, *g.shape[1:-1]))
     for s in range(0, E, _EDGE_CHUNK):
         sl = slice(s, s + _EDGE_CHUNK)
         torch.sum(g.index_select(0, index[sl]) * x.index_select(0, src[sl]), -1, out=out[sl])
@@ -253,8 +254,8 @@ def _gathered_edge_dots(g: Tensor, index: Tensor, x: Tensor, src: Tensor) -> Ten
 
 
 def _scatter_scaled(g: Tensor, index: Tensor, alpha: Tensor, src: Tensor, N: int) -> Tensor:
-    r"""``gx[n, h] = \sum_{e: src[e] = n} \alpha[e, h]\, g[index[e], h]`` (``[N, H, D]``),
-    accumulated chunk by chunk with ``index_add_`` (no ``[E, H, D]`` tensor)."""
+    r"""``gx[n, ...] = \sum_{e: src[e] = n} \alpha[e, ...]\, g[index[e], ...]`` (``[N, D]`` or
+    ``[N, H, D]``), accumulated chunk by chunk with ``index_add_`` (no ``[E, ..., D]`` tensor)."""
     gx = g.new_zeros((N, *g.shape[1:]))
     for s in range(0, index.numel(), _EDGE_CHUNK):
         sl = slice(s, s + _EDGE_CHUNK)
