@@ -211,45 +211,33 @@ class SequentialModel(SequentialRecommender):
         pad = padding_id(cfg.num_items)
         if cfg.objective == "next":
             batch, targets = shifted_targets(pad_sequences(sequences, cfg.max_len + 1, pad))
-        elif cfg.last_item_random_prefix and cfg.last_item_mask_prob > 0:
-            return self._prefix_cloze_batch(sequences, generator)
         else:
+            rows = None  # windows in which only the last item is masked
+            if cfg.last_item_random_prefix and cfg.last_item_mask_prob > 0:
+                rows, sequences = self._random_prefixes(sequences, generator)
             padded = pad_sequences(sequences, cfg.max_len, pad)
             batch, targets = cloze_mask(padded, cfg.num_items, cfg.mask_prob, generator)
             if cfg.last_item_mask_prob > 0:
+                if rows is None:
+                    rows = (torch.rand(padded.items.size(0), generator=generator)
+                            < cfg.last_item_mask_prob) & padded.mask[:, -1]
                 # left padding: the last real item sits in the last column
-                rows = (torch.rand(padded.items.size(0), generator=generator)
-                        < cfg.last_item_mask_prob) & padded.mask[:, -1]
                 batch.items[rows] = padded.items[rows]
                 targets[rows] = IGNORE_INDEX
                 batch.items[rows, -1] = cfg.num_items + 1
                 targets[rows, -1] = padded.items[rows, -1]
         return {"items": batch.items, "mask": batch.mask, "targets": targets}
 
-    def _prefix_cloze_batch(self, sequences: Sequences,
-                            generator: torch.Generator) -> dict[str, Tensor]:
-        """Cloze batch whose last-item rows are random prefixes (``last_item_random_prefix``)."""
-        cfg = self.config
+    def _random_prefixes(self, sequences: Sequences,
+                         generator: torch.Generator) -> tuple[Tensor, Sequences]:
+        """``last_item_random_prefix``: draw the last-item rows and cut each of them to a random
+        prefix of 2 items up to its whole length (the other rows are kept whole)."""
         lengths = sequences.lengths
-        rows = (torch.rand(len(sequences), generator=generator) < cfg.last_item_mask_prob) \
-            & (lengths >= 2)
+        rows = (torch.rand(len(sequences), generator=generator)
+                < self.config.last_item_mask_prob) & (lengths >= 2)
         u = torch.rand(len(sequences), generator=generator)
         prefix = 2 + (u * (lengths - 1).clamp(min=1)).long()  # uniform in [2, length]
-        keep = torch.where(rows, torch.minimum(prefix, lengths), lengths)
-        ptr = torch.zeros(len(sequences) + 1, dtype=torch.long)
-        torch.cumsum(keep, 0, out=ptr[1:])
-        starts = torch.repeat_interleave(sequences.ptr[:-1], keep)
-        offsets = torch.arange(int(ptr[-1])) - torch.repeat_interleave(ptr[:-1], keep)
-        cut = Sequences(ptr, sequences.items[starts + offsets], sequences.users,
-                        sequences.num_items)
-        padded = pad_sequences(cut, cfg.max_len, padding_id(cfg.num_items))
-        batch, targets = cloze_mask(padded, cfg.num_items, cfg.mask_prob, generator)
-        # left padding: the last real item sits in the last column
-        batch.items[rows] = padded.items[rows]
-        targets[rows] = IGNORE_INDEX
-        batch.items[rows, -1] = cfg.num_items + 1
-        targets[rows, -1] = padded.items[rows, -1]
-        return {"items": batch.items, "mask": batch.mask, "targets": targets}
+        return rows, sequences.truncate(torch.where(rows, prefix, lengths))
 
     def shard_batch(self, batch: dict[str, Tensor], rank: int,
                     world_size: int) -> dict[str, Tensor]:
