@@ -96,13 +96,29 @@ def _check_ptr(ptr: Tensor, num_edges: int, device: torch.device) -> Tensor:
     return ptr
 
 
-def _check_src_range(src: Tensor, rows: int) -> None:
-    """Every ``src`` row exists in a table of ``rows`` rows (checked on CPU only: on CUDA the
-    check would cost a host sync per call)."""
-    if src.device.type == "cpu" and src.numel() and (int(src.min()) < 0
-                                                     or int(src.max()) >= rows):
+def _check_src(src: Tensor, x: Tensor, per_edge: Tensor) -> Tensor:
+    """Check a node table ``x`` and the row ``src[e]`` of it that each edge of ``per_edge``
+    (scores or weights, ``[E]`` or ``[E, H]``) reads; returns ``src`` as int64. The row range is
+    checked on CPU only (on CUDA it would cost a host sync per call)."""
+    E = per_edge.size(0)
+    if not isinstance(src, Tensor) or src.shape != (E,) or src.dtype not in (torch.int32,
+                                                                             torch.int64):
+        raise ValueError(f"src must be an integer tensor [E] with E={E} (one row of x per edge), "
+                         f"got {getattr(src, 'dtype', type(src))} "
+                         f"{tuple(getattr(src, 'shape', ()))}")
+    if not isinstance(x, Tensor) or x.dim() != per_edge.dim() + 1 or not x.is_floating_point():
+        raise ValueError("with src, x must be a floating-point node table [N, D] for "
+                         f"{E} edges, or [N, H, D] for H heads; got "
+                         f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
+    if per_edge.dim() == 2 and x.size(1) != per_edge.size(1):
+        raise ValueError(f"x has {x.size(1)} heads but the edges have {per_edge.size(1)}")
+    if not (x.device == src.device == per_edge.device):
+        raise ValueError(f"the edge values, x and src must be on one device, got "
+                         f"{per_edge.device}, {x.device} and {src.device}")
+    if src.device.type == "cpu" and E and (int(src.min()) < 0 or int(src.max()) >= x.size(0)):
         raise ValueError(f"src holds rows in [{int(src.min())}, {int(src.max())}] but x has "
-                         f"{rows} rows")
+                         f"{x.size(0)} rows")
+    return src.long()
 
 
 def _check_index(index: Tensor, num_edges: int, device: torch.device) -> Tensor:
@@ -196,15 +212,18 @@ def _csr_values(layout: tuple[Tensor, Tensor, Tensor | None], alpha: Tensor) -> 
 
 
 def _csr_weighted_sum(layout: tuple[Tensor, Tensor, Tensor | None], vals: Tensor, x: Tensor,
-                      S: int) -> Tensor:
+                      S: int, src: Tensor | None = None) -> Tensor:
     r"""``out[s, h] = \sum_{e \in s} \alpha[e, h] x[e, h]``: a weighted ``embedding_bag`` over the
     CSR rows (each row ``(s, h)`` is one bag of rows of ``x.view(E * H, D)``); multi-threaded on
-    CPU, empty bags give zeros, and no ``[E, H, D]`` temporary is formed."""
+    CPU, empty bags give zeros, and no ``[E, H, D]`` temporary is formed. With ``src``, ``x`` is
+    a node table ``[N, H, D]`` and edge ``e`` reads row ``src[e]`` of it."""
     crow, col, _ = layout
-    E, H, D = x.shape
-    if D == 0 or E == 0:
+    _, H, D = x.shape
+    if D == 0 or col.numel() == 0:
         return x.new_zeros((S, H, D))
-    out = F.embedding_bag(col, x.reshape(E * H, D), crow, mode="sum", per_sample_weights=vals,
+    if src is not None:
+        col = _source_columns(layout, src, H)
+    out = F.embedding_bag(col, x.reshape(-1, D), crow, mode="sum", per_sample_weights=vals,
                           include_last_offset=True)
     return out.view(S, H, D)
 
@@ -318,14 +337,7 @@ class _SegmentSoftmaxAggregate(torch.autograd.Function):
                 raise ValueError("the gather-free path (src=...) has no Triton kernel")
             alpha = _softmax_torch(score, ptr, index, S)
             layout = _csr_layout(ptr, index, *score.shape)
-            vals = _csr_values(layout, alpha)
-            N, H, D = x.shape
-            if D == 0 or score.size(0) == 0:
-                out = x.new_zeros((S, H, D))
-            else:
-                out = F.embedding_bag(_source_columns(layout, src, H), x.reshape(N * H, D),
-                                      layout[0], mode="sum", per_sample_weights=vals,
-                                      include_last_offset=True).view(S, H, D)
+            out = _csr_weighted_sum(layout, _csr_values(layout, alpha), x, S, src)
             ctx.layout = layout
             ctx.save_for_backward(score, x, ptr, index, out, None, None, alpha)
         elif backend == "triton":
@@ -399,16 +411,8 @@ class _SegmentWeightedSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, alpha: Tensor, x: Tensor, ptr: Tensor, index: Tensor,
                 src: Tensor) -> Tensor:
-        S = ptr.numel() - 1
-        N, H, D = x.shape
-        if D == 0 or alpha.size(0) == 0:
-            out = x.new_zeros((S, H, D))
-        else:
-            layout = _csr_layout(ptr, index, *alpha.shape)
-            out = F.embedding_bag(_source_columns(layout, src, H), x.reshape(N * H, D),
-                                  layout[0], mode="sum",
-                                  per_sample_weights=_csr_values(layout, alpha),
-                                  include_last_offset=True).view(S, H, D)
+        layout = _csr_layout(ptr, index, *alpha.shape)
+        out = _csr_weighted_sum(layout, _csr_values(layout, alpha), x, ptr.numel() - 1, src)
         ctx.save_for_backward(alpha, x, index, src)
         return out
 
@@ -447,26 +451,14 @@ def segment_weighted_sum(alpha: Tensor, x: Tensor, ptr: Tensor, src: Tensor, *,
     """
     _check_score(alpha)
     E = alpha.size(0)
-    if not isinstance(src, Tensor) or src.shape != (E,) or src.dtype not in (torch.int32,
-                                                                             torch.int64):
-        raise ValueError(f"src must be an integer tensor [{E}], got "
-                         f"{getattr(src, 'dtype', type(src))} {tuple(getattr(src, 'shape', ()))}")
-    if not isinstance(x, Tensor) or x.dim() != alpha.dim() + 1 or not x.is_floating_point():
-        raise ValueError("x must be a floating-point node table [N, D] for alpha [E], or "
-                         f"[N, H, D] for alpha [E, H]; got {tuple(getattr(x, 'shape', ()))}")
-    if alpha.dim() == 2 and x.size(1) != alpha.size(1):
-        raise ValueError(f"x has {x.size(1)} heads but alpha has {alpha.size(1)}")
-    if not (x.device == src.device == alpha.device):
-        raise ValueError(f"alpha, x and src must be on one device, got {alpha.device}, "
-                         f"{x.device} and {src.device}")
-    _check_src_range(src, x.size(0))
+    src = _check_src(src, x, alpha)
     ptr = _check_ptr(ptr, E, alpha.device)
     index = ptr_to_index(ptr, E) if index is None else _check_index(index, E, alpha.device)
     dtype = torch.promote_types(alpha.dtype, x.dtype)
     single = alpha.dim() == 1
     a2 = (alpha.unsqueeze(1) if single else alpha).to(dtype).contiguous()
     x3 = (x.unsqueeze(1) if single else x).to(dtype).contiguous()
-    out = _SegmentWeightedSum.apply(a2, x3, ptr, index, src.long())
+    out = _SegmentWeightedSum.apply(a2, x3, ptr, index, src)
     return out.squeeze(1) if single else out
 
 
@@ -618,24 +610,9 @@ def segment_softmax_aggregate(score: Tensor, x: Tensor, ptr: Tensor, return_alph
     """
     _check_score(score)
     if src is not None:
-        if not isinstance(src, Tensor) or src.dim() != 1 or src.numel() != score.size(0) \
-                or src.dtype not in (torch.int32, torch.int64):
-            raise ValueError(f"src must be an integer tensor [E] with E={score.size(0)} (one row "
-                             f"of x per edge), got {getattr(src, 'dtype', type(src))} "
-                             f"{tuple(getattr(src, 'shape', ()))}")
-        if not isinstance(x, Tensor) or x.dim() != score.dim() + 1:
-            raise ValueError("with src, x must be a node table [N, D] for a score of shape [E], "
-                             f"or [N, H, D] for [E, H]; got {tuple(getattr(x, 'shape', ()))}")
-        if score.dim() == 2 and x.size(1) != score.size(1):
-            raise ValueError(f"x has {x.size(1)} heads but score has {score.size(1)}")
-        if src.device != x.device:
-            raise ValueError(f"src is on {src.device} but x is on {x.device}")
-        _check_src_range(src, x.size(0))
+        src = _check_src(src, x, score)
         if resolve_backend(backend, score.device) != "torch":
-            x = x.index_select(0, src)
-            src = None
-        else:
-            src = src.long()
+            x, src = x.index_select(0, src), None
     if not isinstance(x, Tensor) or x.dim() != score.dim() + 1:
         raise ValueError("x must be [E, D] for a score of shape [E], or [E, H, D] for [E, H]; "
                          f"got score {tuple(score.shape)} and x {tuple(getattr(x, 'shape', ()))}")
