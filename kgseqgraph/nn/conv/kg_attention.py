@@ -108,8 +108,8 @@ class _RecomputedRelationScores(torch.autograd.Function):
         ctx.save_for_backward(x, rel_emb, rel_proj)
         ctx.plan = plan
         score = x.new_empty(plan.edge_type.numel())
-        for r, edges, k, q, tl, hl in _per_relation(x, rel_emb, rel_proj, plan):
-            score[edges] = _gathered_edge_dots(k, tl, q, hl)
+        for b in _per_relation(x, rel_emb, rel_proj, plan):
+            score[b.edges] = _gathered_edge_dots(b.k, b.tl, b.q, b.hl)
         return score
 
     @staticmethod
@@ -120,26 +120,36 @@ class _RecomputedRelationScores(torch.autograd.Function):
         gx = torch.zeros_like(x)
         g_emb = torch.zeros_like(rel_emb)
         g_proj = torch.zeros_like(rel_proj)
-        for r, edges, tail_side, head_side, tl, hl in _per_relation(x, rel_emb, rel_proj, plan,
-                                                                    keep_inputs=True):
-            k, xt, t_rows = tail_side
-            q, xh, h_rows = head_side
-            g = grad.index_select(0, edges)
-            gk = _scatter_scaled(q, hl, g, tl, k.size(0))  # gk[tl] += g * q[hl]
-            gu = _scatter_scaled(k, tl, g, hl, q.size(0)).mul_(1.0 - q * q)
-            w = rel_proj[r]
-            g_proj[r] = xt.t() @ gk + xh.t() @ gu
-            g_emb[r] = gu.sum(0)
-            gx.index_add_(0, t_rows, gk @ w.t())
-            gx.index_add_(0, h_rows, gu @ w.t())
+        for b in _per_relation(x, rel_emb, rel_proj, plan):
+            g = grad.index_select(0, b.edges)
+            gk = _scatter_scaled(b.q, b.hl, g, b.tl, b.k.size(0))  # gk[tl] += g * q[hl]
+            gu = _scatter_scaled(b.k, b.tl, g, b.hl, b.q.size(0)).mul_(1.0 - b.q * b.q)
+            w = rel_proj[b.relation]
+            g_proj[b.relation] = b.xt.t() @ gk + b.xh.t() @ gu
+            g_emb[b.relation] = gu.sum(0)
+            gx.index_add_(0, b.t_rows, gk @ w.t())
+            gx.index_add_(0, b.h_rows, gu @ w.t())
         return gx, g_emb, g_proj, None
 
 
-def _per_relation(x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan,
-                  keep_inputs: bool = False):
-    """For every relation with edges: its edges and the local pair index of their tails/heads,
-    with the relation's tail projections ``k`` and head projections ``q`` (and, for backward,
-    the gathered node rows and their node ids)."""
+class _RelationBlock(NamedTuple):
+    """One relation's edges and projections (see :func:`_per_relation`)."""
+
+    relation: int
+    edges: Tensor  # [E_r] its edges
+    tl: Tensor  # [E_r] local tail-pair index of each edge
+    hl: Tensor  # [E_r] local head-pair index of each edge
+    t_rows: Tensor  # [P_t] node of each tail pair
+    h_rows: Tensor  # [P_h] node of each head pair
+    xt: Tensor  # [P_t, d] x at the tail pairs
+    xh: Tensor  # [P_h, d] x at the head pairs
+    k: Tensor  # [P_t, d_r] W_r x_t
+    q: Tensor  # [P_h, d_r] tanh(W_r x_h + e_r)
+
+
+def _per_relation(x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan):
+    """For every relation with edges, a :class:`_RelationBlock`: its edges, the local pair
+    index of their tails/heads, and the relation's tail and head projections."""
     t, h = plan.tails, plan.heads
     by_rel, rel_off = plan.by_relation, plan.relation_offsets
     if by_rel is None:
@@ -157,10 +167,7 @@ def _per_relation(x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan,
         w = rel_proj[r]
         k = xt @ w
         q = torch.tanh(torch.addmm(rel_emb[r], xh, w))
-        if keep_inputs:
-            yield r, edges, (k, xt, t_rows), (q, xh, h_rows), tl, hl
-        else:
-            yield r, edges, k, q, tl, hl
+        yield _RelationBlock(r, edges, tl, hl, t_rows, h_rows, xt, xh, k, q)
 
 
 def _relation_groups(edge_type: Tensor, num_relations: int) -> tuple[Tensor, list[int]]:
@@ -295,9 +302,10 @@ class KGAttentionConv(MessagePassing):
         recompute_scores: keep nothing per edge or per ``(node, relation)`` pair from the
             attention logits for the backward pass: they are computed one relation at a time and
             the projections recomputed in backward (:class:`_RecomputedRelationScores`). With the
-            gather-free aggregation of the ``"torch"`` backend this bounds the layer's memory by
-            ``O(E)`` scalars (no ``[E, d]`` tensors) — for graphs of tens of millions of edges —
-            at the cost of computing the relation projections twice. Same results.
+            gather-free aggregation (which this option selects on every device, CUDA included,
+            in place of the Triton kernels) the layer keeps ``O(E)`` scalars for backward (no
+            ``[E, d]`` tensors) — for graphs of tens of millions of edges — at the cost of
+            computing the relation projections twice. Same results.
         cached: keep the :class:`EdgePlan` of the first graph seen (its CSR order and distinct
             ``(node, relation)`` pairs) and reuse it while the same ``edge_index`` / ``edge_type``
             tensors come back — for a fixed graph, as in
