@@ -135,18 +135,16 @@ def _dynamic_shapes(window: int, dynamic_length: bool) -> dict[str, dict[int, An
 
 
 def _write_pt2(scorer: SequenceScorer, example: Tensor, tmp: Path,
-               meta: dict[str, Any]) -> Callable:
+               meta: dict[str, Any]) -> None:
     shapes = _dynamic_shapes(scorer.window, meta["dynamic_length"])
     program = torch.export.export(scorer, (example,), dynamic_shapes=shapes, strict=False)
     # through file handles: torch.export wants a ".pt2" name for paths, and tmp is not one
     with open(tmp, "wb") as fh:
         torch.export.save(program, fh, extra_files={METADATA_KEY: json.dumps(meta)})
-    with open(tmp, "rb") as fh:
-        return torch.export.load(fh).module()
 
 
 def _write_onnx(scorer: SequenceScorer, example: Tensor, tmp: Path, meta: dict[str, Any],
-                opset_version: int | None) -> Callable:
+                opset_version: int | None) -> None:
     try:
         import onnxruntime  # noqa: F401
         import onnxscript  # noqa: F401
@@ -160,17 +158,15 @@ def _write_onnx(scorer: SequenceScorer, example: Tensor, tmp: Path, meta: dict[s
     program.model.metadata_props[METADATA_KEY] = json.dumps(meta)
     # a single file (weights inline): ONNX protobufs cap that at 2 GiB
     program.save(tmp, external_data=False)
-    return _onnx_runner(tmp, providers=None)
 
 
 def _write_torchscript(scorer: SequenceScorer, example: Tensor, tmp: Path,
-                       meta: dict[str, Any]) -> Callable:
+                       meta: dict[str, Any]) -> None:
     with warnings.catch_warnings():
         # "might not generalize to other inputs": what the verification step checks
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(scorer, (example,), check_trace=False)
     torch.jit.save(traced, str(tmp), _extra_files={METADATA_KEY: json.dumps(meta)})
-    return torch.jit.load(str(tmp))
 
 
 def _verify(exported: Callable, scorer: SequenceScorer, check: list[Tensor], atol: float,
@@ -267,13 +263,13 @@ def _export(model: nn.Module, scorer: SequenceScorer, path: Path, format: str,
     meta = {**_metadata(model, scorer, format), "dynamic_length": dynamic_length}
     with atomic_path(path) as tmp:
         if format == "pt2":
-            exported = _write_pt2(scorer, example, tmp, meta)
+            _write_pt2(scorer, example, tmp, meta)
         elif format == "onnx":
-            exported = _write_onnx(scorer, example, tmp, meta, opset_version)
+            _write_onnx(scorer, example, tmp, meta, opset_version)
         else:
-            exported = _write_torchscript(scorer, example, tmp, meta)
-        if verify:
-            worst = _verify(exported, scorer, check, atol, rtol)
+            _write_torchscript(scorer, example, tmp, meta)
+        if verify:  # through the loader users call: format detection and metadata included
+            worst = _verify(load_exported(tmp).program, scorer, check, atol, rtol)
             log.info("exported %s scorer to %s (dynamic length: %s): max |exported - eager| = "
                      "%.3g", format, path, dynamic_length, worst)
     return path
@@ -297,7 +293,8 @@ def _onnx_runner(path: str | os.PathLike, providers: Sequence[str] | None) -> Ca
 def _detect_format(path: Path) -> str:
     if not zipfile.is_zipfile(path):
         return "onnx"
-    names = zipfile.ZipFile(path).namelist()
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
     if any(name.endswith("/archive_format") or name.endswith("/models/model.json")
            for name in names):
         return "pt2"

@@ -334,7 +334,7 @@ class Trainer:
         model.train()
         bs = cfg.batch_size
         dist = self.distributed
-        loss_fn = self._loss_fn if self._loss_fn is not None else model.loss
+        loss_fn = self._loss_fn  # set by fit() before the first epoch
         if dist.enabled:
             # dropout differs between ranks; derived from (seed, epoch, rank), so a resumed run
             # draws the same masks. Order and batch randomness come from self.generator, the
@@ -751,9 +751,12 @@ def _model_mismatch(model: Any, saved: Any) -> str | None:
     if diff:
         return "config " + ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {ours.get(k)!r}"
                                      for k in diff)
-    if mine.get("graph") is not None and saved.get("graph") is not None \
-            and mine["graph"].get("sha256") != saved["graph"].get("sha256"):
-        return "trained on another graph"
+    if mine.get("graph") is not None and saved.get("graph") is not None:
+        from ..data.fingerprint import compare_fingerprints
+
+        problem = compare_fingerprints(saved["graph"], mine["graph"])
+        if problem is not None:
+            return f"trained on another graph: {problem}"
     return None
 
 

@@ -467,4 +467,5 @@ def test_resume_accepts_configs_from_before_new_fields_and_compute_only_changes(
     assert _model_mismatch(kat, no_graph) is None  # written before fingerprints: unknown
     moved = kat.config_dict()
     moved["graph"] = {**moved["graph"], "sha256": "0" * 64}
-    assert _model_mismatch(kat, moved) == "trained on another graph"
+    assert _model_mismatch(kat, moved) == ("trained on another graph: same node and edge counts, "
+                                           "but different edges or node order")
