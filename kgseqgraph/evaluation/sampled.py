@@ -40,7 +40,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .full_ranking import _check_chunk, progress_enabled
+from .full_ranking import _check_chunk, progress_enabled, resolve_chunk_size
 from .metrics import (
     DEFAULT_KS,
     ExcludeLike,
@@ -258,8 +258,9 @@ def _check_negatives(negatives: Tensor, targets: Tensor, num_items: int | None) 
 
 
 def sampled_counts(scores: Tensor | Callable[..., Tensor], targets: Tensor, negatives: Tensor,
-                   chunk_size: int = 1024, score_candidates: bool = False,
-                   progress: bool = False, desc: str | None = None) -> RankCounts:
+                   chunk_size: int | None = None, score_candidates: bool = False,
+                   progress: bool = False, desc: str | None = None,
+                   num_items: int | None = None) -> RankCounts:
     """Rank counts of each target among its negatives (what :func:`evaluate_sampled` turns into
     metrics); the arguments are those of :func:`evaluate_sampled` (``desc``: the progress bar's
     label). Integer counters, so the counts of blocks of users concatenate exactly.
@@ -268,8 +269,10 @@ def sampled_counts(scores: Tensor | Callable[..., Tensor], targets: Tensor, nega
         :class:`~kgseqgraph.evaluation.metrics.RankCounts` on the CPU, over the ``1 + n``
         candidates of each user.
     """
-    chunk_size = _check_chunk(chunk_size)
     n_items = scores.size(1) if isinstance(scores, Tensor) and not score_candidates else None
+    # full-catalogue score blocks follow the same memory budget as full ranking
+    chunk_size = resolve_chunk_size(chunk_size, None if score_candidates
+                                    else (n_items if n_items is not None else num_items))
     targets = _check_targets(targets, n_items)
     negatives = _check_negatives(negatives, targets, n_items)
     b, n = negatives.shape
@@ -319,9 +322,9 @@ def sampled_counts(scores: Tensor | Callable[..., Tensor], targets: Tensor, nega
 
 def evaluate_sampled(scores: Tensor | Callable[..., Tensor], targets: Tensor, negatives: Tensor,
                      ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
-                     chunk_size: int = 1024, protocol: str | None = None,
+                     chunk_size: int | None = None, protocol: str | None = None,
                      score_candidates: bool = False, progress: bool = False,
-                     return_per_user: bool = False,
+                     return_per_user: bool = False, num_items: int | None = None,
                      ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
     """Rank each target among its sampled negatives; keys are ``"<protocol>/<metric>"``.
 
@@ -338,13 +341,17 @@ def evaluate_sampled(scores: Tensor | Callable[..., Tensor], targets: Tensor, ne
             :func:`sample_negatives`).
         ks: cut-offs (``k > n`` gives 1 for HR).
         ties: tie rule, as in :mod:`kgseqgraph.evaluation.metrics`.
-        chunk_size: users scored at a time when ``scores`` is a function.
+        chunk_size: users scored at a time when ``scores`` is a function; ``None``: as many as
+            keep a ``[chunk, N]`` score block within the full-ranking memory budget
+            (:func:`~kgseqgraph.evaluation.full_ranking.resolve_chunk_size`; 1,024 when the
+            catalogue size is unknown or the function scores candidates only).
         protocol: key prefix; default ``"sampled-<n>"``. Must start with ``"sampled"``; pass
             :func:`sampled_protocol` ``(n, "popularity")`` for popularity negatives.
         score_candidates: ``scores`` holds / returns candidate scores (see above).
         progress: tqdm bar when ``scores`` is a function (terminal only, not in CI).
         return_per_user: also return per-user values (same prefixed keys, plus
             ``"<protocol>/rank"``).
+        num_items: catalogue size ``N`` for a ``score_fn`` (sizes the default chunk).
 
     Returns:
         ``{"sampled-100/HR@10": …, "sampled-100/NDCG@10": …, …, "sampled-100/MRR": …}``.
@@ -355,7 +362,7 @@ def evaluate_sampled(scores: Tensor | Callable[..., Tensor], targets: Tensor, ne
         raise ValueError(f"protocol must start with 'sampled' (got {protocol!r}) so sampled "
                          "metrics are never mistaken for full-ranking ones")
     counts = sampled_counts(scores, targets, negatives, chunk_size, score_candidates, progress,
-                            desc=protocol)
+                            desc=protocol, num_items=num_items)
     n = int(torch.as_tensor(negatives).size(1))
     protocol = sampled_protocol(n) if protocol is None else str(protocol)
     per_user = {f"{protocol}/{k}": v for k, v in metrics_from_counts(counts, ks, ties).items()}
@@ -383,7 +390,7 @@ class SampledEvaluator:
     def __init__(self, num_items: int, n: int = 100, strategy: Strategy = "uniform",
                  popularity: Tensor | None = None, seed: int = 0,
                  ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
-                 chunk_size: int = 1024, progress: bool = True) -> None:
+                 chunk_size: int | None = None, progress: bool = True) -> None:
         self.num_items = int(num_items)
         self.n = int(n)
         self.strategy = strategy
@@ -392,7 +399,7 @@ class SampledEvaluator:
         self.seed = int(seed)
         self.ks = _check_ks(ks)
         self.ties = _check_ties(ties)
-        self.chunk_size = _check_chunk(chunk_size)
+        self.chunk_size = None if chunk_size is None else _check_chunk(chunk_size)
         self.progress = bool(progress)
 
     @property
@@ -412,7 +419,8 @@ class SampledEvaluator:
         if negatives is None:
             negatives = self.negatives(targets, history)
         return evaluate_sampled(scores, targets, negatives, self.ks, self.ties, self.chunk_size,
-                                self.protocol, score_candidates, self.progress, return_per_user)
+                                self.protocol, score_candidates, self.progress, return_per_user,
+                                num_items=self.num_items)
 
     @torch.no_grad()
     def evaluate_model(self, model: Any, inputs: Any, targets: Tensor,

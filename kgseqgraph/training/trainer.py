@@ -496,7 +496,6 @@ class Trainer:
 
     def _sampled(self, stage: str, score_fn: Callable[[int, int], Tensor], inputs: Sequences,
                  targets: Tensor, start: int, end: int) -> dict[str, float]:
-        from ..evaluation.full_ranking import resolve_chunk_size
         from ..evaluation.sampled import sample_negatives, sampled_counts, sampled_protocol
 
         cfg = self.config
@@ -514,9 +513,9 @@ class Trainer:
         protocol = sampled_protocol(n, cfg.sampled_strategy)
         counts = self._gather_counts(
             lambda: sampled_counts(score_fn, targets[start:end],
-                                   self._negatives[stage][start:end],
-                                   resolve_chunk_size(cfg.eval_chunk_size, self.split.num_items),
-                                   progress=self.progress, desc=protocol),
+                                   self._negatives[stage][start:end], cfg.eval_chunk_size,
+                                   progress=self.progress, desc=protocol,
+                                   num_items=self.split.num_items),
             start, end, targets.numel())
         return {f"{protocol}/{k}": v
                 for k, v in _ranking_metrics(counts, cfg.ks, cfg.ties).items()}

@@ -174,14 +174,10 @@ def gather_last(hidden: Tensor, mask: Tensor) -> Tensor:
     if hidden.dim() != 3 or mask.shape != hidden.shape[:2]:
         raise ValueError(f"expected hidden [B, L, D] and mask [B, L], got {tuple(hidden.shape)} "
                          f"and {tuple(mask.shape)}")
-    L = mask.size(1)
-    if L == 0:
+    if mask.size(1) == 0:
         return hidden.new_zeros(hidden.size(0), hidden.size(-1))
-    idx = torch.arange(L, device=mask.device).expand_as(mask)
-    last = torch.where(mask, idx, -1).amax(dim=1)
-    has = last >= 0
-    out = hidden.gather(1, last.clamp(min=0).view(-1, 1, 1).expand(-1, 1, hidden.size(-1)))
-    return torch.where(has.unsqueeze(-1), out.squeeze(1), 0.0)
+    out = gather_positions(hidden, last_positions(mask))
+    return torch.where(mask.any(dim=1, keepdim=True), out, 0.0)
 
 
 def encode_at(encoder: nn.Module, item_embeddings: Tensor, mask: Tensor,
