@@ -87,12 +87,11 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def _evaluate_pop(args: argparse.Namespace) -> dict[str, Any]:
     from .data import describe, leave_one_out
-    from .datasets.registry import load_dataset
     from .evaluation import evaluate_full_ranking
     from .models import Popularity, PopularityConfig
+    from .training.cli import load_dataset_from_args
 
-    kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
-    data = load_dataset(args.dataset, args.root, **kwargs)
+    data = load_dataset_from_args(args)
     split = leave_one_out(data)
     model = Popularity(PopularityConfig(num_items=split.num_items)).fit(split.train)
     out: dict[str, Any] = {"dataset": args.dataset, "model": "pop",
@@ -130,10 +129,9 @@ def _export_model(args: argparse.Namespace) -> dict[str, Any]:
     name = json.loads(config_file.read_text()).get("model")
     data = None
     if name in MODEL_REGISTRY and MODEL_REGISTRY[name].needs_graph:
-        from .datasets.registry import load_dataset
+        from .training.cli import load_dataset_from_args
 
-        kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
-        data = load_dataset(args.dataset, args.root, **kwargs)
+        data = load_dataset_from_args(args)
     try:
         model = SequentialRecommender.from_pretrained(model_dir, data=data).eval()
     except ValueError as err:  # e.g. the graph of --dataset is not the one it was trained on
@@ -165,10 +163,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.command == "describe":
         from .data import describe, format_description
-        from .datasets.registry import load_dataset
+        from .training.cli import load_dataset_from_args
 
-        kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
-        summary = describe(load_dataset(args.dataset, args.root, **kwargs))
+        summary = describe(load_dataset_from_args(args))
         print(json.dumps(summary, indent=2) if args.json else format_description(summary))
         return 0
     if args.command == "evaluate":

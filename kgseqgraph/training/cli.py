@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_train_command", "parse_options"]
+__all__ = ["run_train_command", "parse_options", "load_dataset_from_args"]
 
 
 def parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -27,18 +27,25 @@ def parse_options(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
+def load_dataset_from_args(args: argparse.Namespace) -> Any:
+    """The graph the command line names: ``--dataset``, ``--root`` and, for the synthetic
+    dataset, ``--seed``."""
+    from ..datasets.registry import load_dataset
+
+    kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
+    return load_dataset(args.dataset, args.root, **kwargs)
+
+
 def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
     from ..data import leave_one_out
-    from ..datasets.registry import load_dataset
     from ..models.factory import build_model
     from .config import TrainConfig
     from .distributed import init_distributed
     from .trainer import run_training, seed_everything
 
     ctx = init_distributed()  # under torchrun: join the process group (no-op otherwise)
-    kwargs = {"seed": args.seed} if args.dataset == "synthetic" else {}
     with ctx.main_process_first():  # rank 0 downloads / processes the dataset cache alone
-        data = load_dataset(args.dataset, args.root, **kwargs)
+        data = load_dataset_from_args(args)
     split = leave_one_out(data)
     seed_everything(args.seed)
     import dataclasses
