@@ -13,9 +13,18 @@ they are counted in :attr:`LeaveOneOutSplit.report`.
 
 The evaluation inputs double as the history to exclude from the ranking (the user's own seen
 items), see :mod:`kgseqgraph.evaluation`.
+
+**The training graph.** A split of a collaborative KG also carries
+:attr:`LeaveOneOutSplit.train_graph`: the same :class:`~torch_geometric.data.HeteroData` with
+only the *training* interactions — the ``interacts`` / ``rev_interacts`` edges of every held-out
+target (and of dropped users) removed; node ids, KG edges and node features unchanged. Anything
+that propagates over user–item edges (KGAT's collaborative KG, KATRec with ``user`` nodes) must
+be built from it: over the full graph a user's test item is a neighbour of that user, so a
+two-hop propagation from the user's history reaches the very item it is asked to predict.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 
@@ -23,9 +32,10 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from .graph import INTERACTS, REV_INTERACTS, _user_time_order
 from .sequences import Sequences, user_sequences
 
-__all__ = ["LeaveOneOutSplit", "leave_one_out"]
+__all__ = ["LeaveOneOutSplit", "leave_one_out", "training_graph"]
 
 log = logging.getLogger("kgseqgraph")
 
@@ -39,6 +49,10 @@ class LeaveOneOutSplit:
         valid_inputs / valid_targets: validation input sequences and next items.
         test_inputs / test_targets: test input sequences and next items.
         report: counts of users per category.
+        graph: the collaborative KG the split was made from (``None`` for a split of
+            :class:`Sequences`); for ``describe`` and the like, never for a model.
+        train_interactions: ``[E]`` bool mask over ``graph``'s ``interacts`` edges: the training
+            interactions (``None`` without a graph).
     """
 
     train: Sequences
@@ -47,6 +61,20 @@ class LeaveOneOutSplit:
     test_inputs: Sequences
     test_targets: Tensor
     report: dict[str, int] = field(default_factory=dict)
+    graph: HeteroData | None = field(default=None, repr=False)
+    train_interactions: Tensor | None = field(default=None, repr=False)
+    _train_graph: HeteroData | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def train_graph(self) -> HeteroData:
+        """The collaborative KG with the training interactions only (see the module docstring):
+        what every graph model trained or evaluated on this split must be built from."""
+        if self.graph is None or self.train_interactions is None:
+            raise ValueError("this split was made from Sequences, not from a graph: it has no "
+                             "training graph (split the HeteroData instead)")
+        if self._train_graph is None:
+            self._train_graph = training_graph(self.graph, self.train_interactions)
+        return self._train_graph
 
     @property
     def num_items(self) -> int:
@@ -80,7 +108,8 @@ def leave_one_out(data: HeteroData | Sequences, min_length: int = 3,
         raise ValueError("min_length must be >= 3 (one training item, a valid and a test target)")
     if short_users not in {"train", "drop"}:
         raise ValueError(f"short_users must be 'train' or 'drop', got {short_users!r}")
-    seqs = data if isinstance(data, Sequences) else user_sequences(data)
+    graph = None if isinstance(data, Sequences) else data
+    seqs = data if graph is None else user_sequences(graph)
     lengths = seqs.lengths
     evaluated = lengths >= min_length
     short = (~evaluated) & (lengths > 0)
@@ -105,4 +134,61 @@ def leave_one_out(data: HeteroData | Sequences, min_length: int = 3,
     valid_targets = ev.item_at(ev.lengths - 2)
     test_targets = ev.item_at(ev.lengths - 1)
     report["train_interactions"] = train.num_interactions
-    return LeaveOneOutSplit(train, valid_inputs, valid_targets, test_inputs, test_targets, report)
+    train_mask = None
+    if graph is not None:
+        # training length of every graph user (0 for dropped and interaction-less users)
+        train_len = torch.zeros(len(seqs), dtype=torch.long)
+        train_len[seqs.users[keep]] = train.lengths
+        train_mask = _prefix_edges(graph, train_len)
+        report["held_out_interactions"] = int((~train_mask).sum())
+    return LeaveOneOutSplit(train, valid_inputs, valid_targets, test_inputs, test_targets, report,
+                            graph, train_mask)
+
+
+def _prefix_edges(data: HeteroData, prefix: Tensor) -> Tensor:
+    """``[E]`` bool mask over the ``interacts`` edges: for each user ``u``, the first
+    ``prefix[u]`` of its interactions in sequence order (the stable ``(user, time, row)`` order
+    of :func:`~kgseqgraph.data.user_sequences`)."""
+    store = data[INTERACTS]
+    user = store.edge_index[0]
+    time = store.time if "time" in store else torch.arange(user.numel())
+    order = _user_time_order(user.numpy(), time.numpy())
+    order = torch.arange(user.numel()) if order is None else torch.from_numpy(order)
+    sorted_user = user[order]
+    counts = torch.bincount(sorted_user, minlength=prefix.numel())
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(user.numel()) - starts[sorted_user]  # rank within the user
+    mask = torch.zeros(user.numel(), dtype=torch.bool)
+    mask[order] = position < prefix[sorted_user]
+    return mask
+
+
+def training_graph(data: HeteroData, keep: Tensor) -> HeteroData:
+    """A shallow copy of ``data`` whose ``interacts`` and ``rev_interacts`` edges (and their
+    per-edge attributes: ``time``, ``rating``, …) are those where ``keep`` is true, in the same
+    order. Nodes, KG edges, node features and graph attributes are shared with ``data``, not
+    copied.
+
+    Args:
+        data: the collaborative KG.
+        keep: ``[E]`` bool mask over ``data['user', 'interacts', 'item']``'s edges.
+    """
+    if INTERACTS not in data.edge_types:
+        raise ValueError(f"the graph has no {INTERACTS} edges")
+    num_edges = int(data[INTERACTS].edge_index.size(1))
+    if keep.dtype != torch.bool or keep.shape != (num_edges,):
+        raise ValueError(f"keep must be a bool mask over the {num_edges} interactions, got "
+                         f"{keep.dtype} {tuple(keep.shape)}")
+    out = copy.copy(data)
+    for edge_type in (INTERACTS, REV_INTERACTS):
+        if edge_type not in data.edge_types:
+            continue
+        store, new = data[edge_type], out[edge_type]
+        for key, value in store.items():
+            if key == "edge_index":
+                new.edge_index = value[:, keep]
+            elif isinstance(value, Tensor) and value.dim() > 0 and value.size(0) == num_edges:
+                new[key] = value[keep]
+            elif isinstance(value, (list, tuple)) and len(value) == num_edges:
+                new[key] = [v for v, k in zip(value, keep.tolist()) if k]
+    return out

@@ -104,3 +104,86 @@ def test_describe():
     assert summary["sequence_length"]["users_under_3"] == 1
     assert abs(summary["density"] - 10 / 15) < 1e-9
     assert "interactions: 10" in format_description(summary)
+
+
+# ------------------------------------------------------------------ the training graph
+def _planted():
+    """Each user u interacts with a shared item s_u, then two more shared items, then its own
+    item t_u that nobody else has (its test target) and that has no KG edge: in the full
+    collaborative KG t_u is reachable from the history only through the held-out u -> t_u edge."""
+    rows = []
+    for u in range(4):
+        for k, item in enumerate([f"s{u % 2}", f"s{2 + u % 2}", "v", f"t{u}"]):
+            rows.append((f"u{u}", item, k))
+    inter = pd.DataFrame(rows, columns=["user", "item", "time"])
+    triples = pd.DataFrame({"head": ["s0", "s1", "s2", "s3", "v"], "relation": ["r"] * 5,
+                            "tail": ["e0", "e0", "e1", "e1", "e1"]})
+    links = pd.DataFrame({"item": ["s0", "s1", "s2", "s3", "v"],
+                          "entity": ["s0", "s1", "s2", "s3", "v"]})
+    return build_collaborative_kg(inter, triples, links)
+
+
+def test_train_graph_holds_only_training_interactions():
+    data = _graph()
+    split = leave_one_out(data)
+    g = split.train_graph
+    ei = g["user", "interacts", "item"].edge_index
+    # a: 2,3,4 of [2,3,4,1,5] (1 and 5 held out); b is short (kept whole); c: 3 of [3,1,2]
+    assert sorted(zip(ei[0].tolist(), ei[1].tolist())) == [(0, 1), (0, 2), (0, 3), (1, 0),
+                                                           (1, 1), (2, 2)]
+    assert torch.equal(g["item", "rev_interacts", "user"].edge_index, ei.flip(0))
+    assert g["user", "interacts", "item"].time.tolist() == [1, 3, 3, 1, 2, 7]
+    assert split.report["held_out_interactions"] == 4
+    # nodes and everything else are shared, not copied
+    assert g["item"].num_nodes == data["item"].num_nodes and g["item"].raw_id is data["item"].raw_id
+    assert data["user", "interacts", "item"].edge_index.size(1) == 10  # the full graph is intact
+    dropped = leave_one_out(data, short_users="drop").train_graph
+    assert 1 not in dropped["user", "interacts", "item"].edge_index[0].tolist()
+    with pytest.raises(ValueError, match="no training graph"):
+        leave_one_out(user_sequences(data)).train_graph
+
+
+def test_propagation_over_the_train_graph_cannot_reach_held_out_targets():
+    from kgseqgraph.nn.embed import KGEnricher
+
+    data = _planted()
+    split = leave_one_out(data)
+    torch.manual_seed(0)
+    items = data["item"].raw_id
+    for graph, leaks in ((data, True), (split.train_graph, False)):
+        enricher = KGEnricher(graph, in_channels=4, hidden_channels=(4, 4),
+                              node_types=("item", "entity", "user"), use_attention=False,
+                              dropout=0.0)
+        x0 = enricher.node_emb.weight
+        out = enricher.node_embeddings()
+        for u in range(4):
+            history = items.index(f"s{u % 2}")  # u's first item: item -> user -> item, 2 hops
+            target = items.index(f"t{u}")
+            grad, = torch.autograd.grad(out[history].sum(), x0, retain_graph=True)
+            reaches = bool(grad[target].abs().sum() > 0)
+            assert reaches == leaks, (graph is data, u)
+
+
+def test_train_graph_edge_counts_on_ml100k():
+    root = require_data("ml-100k/ml-100k.inter", "ml-100k/ml-100k.kg", "ml-100k/ml-100k.link")
+    from kgseqgraph.data import kg_edge_types
+    from kgseqgraph.datasets.registry import load_dataset
+
+    data = load_dataset("ml-100k", root.parent)
+    split = leave_one_out(data)
+    g = split.train_graph
+    assert data["user", "interacts", "item"].edge_index.size(1) == 100_000
+    assert g["user", "interacts", "item"].edge_index.size(1) == 100_000 - 2 * 943 == 98_114
+    assert g["item", "rev_interacts", "user"].edge_index.size(1) == 98_114
+    assert g["user", "interacts", "item"].rating.numel() == 98_114
+    assert split.report["train_interactions"] == 98_114
+    for et in kg_edge_types(data):
+        assert g[et].edge_index is data[et].edge_index
+    # no held-out (user, target) pair is an edge of the training graph
+    ei = g["user", "interacts", "item"].edge_index
+    keys = set((ei[0] * data["item"].num_nodes + ei[1]).tolist())
+    n = data["item"].num_nodes
+    for inputs, targets in ((split.valid_inputs, split.valid_targets),
+                            (split.test_inputs, split.test_targets)):
+        held = (inputs.users * n + targets).tolist()
+        assert not keys.intersection(held)
