@@ -8,7 +8,8 @@ r"""The frozen scoring path of an ID-based sequential recommender, as a pure ten
 
 (for a model with a :class:`~kgseqgraph.models.sequential.PredictionHead`, the encoder output is
 first transformed by the head and its per-item output bias is added to the scores), with the item
-table :math:`\mathbf{T} \in \mathbb{R}^{(N + 2) \times D}` held as a buffer: computed
+table :math:`\mathbf{T} \in \mathbb{R}^{(N + 2) \times D}` (and, for models with a separate
+output table such as KATRec, that table in place of :math:`\mathbf{T}_{0:N}`) held as a buffer: computed
 once, in eval mode, by :meth:`~kgseqgraph.models.sequential.SequentialModel.frozen_item_table`.
 For a graph model (KATRec) that table already holds the result of the KG propagation and of the
 fusion gate, so the scorer has no graph, no PyTorch Geometric and no ``HeteroData`` in it, and it
@@ -57,11 +58,14 @@ class SequenceScorer(nn.Module):
         exclude_history: score the input's items :math:`-\infty`.
         head: the model's :class:`~kgseqgraph.models.sequential.PredictionHead`, if it has one
             (transform of the encoder output + per-item output bias).
+        output_table: ``[N, D']`` table the encoder output is scored against when the model's
+            output table is not its input table (KATRec's output fusion); ``None``: the first
+            ``N`` rows of ``item_table``.
     """
 
     def __init__(self, encoder: nn.Module, item_table: Tensor, num_items: int, window: int,
                  append_mask_token: bool, exclude_history: bool = False,
-                 head: nn.Module | None = None) -> None:
+                 head: nn.Module | None = None, output_table: Tensor | None = None) -> None:
         super().__init__()
         if item_table.dim() != 2 or item_table.size(0) != num_items + 2:
             raise ValueError(f"item_table must be [num_items + 2, D] = [{num_items + 2}, D], got "
@@ -72,6 +76,12 @@ class SequenceScorer(nn.Module):
         self.encoder.requires_grad_(False)
         self.head = head.eval().requires_grad_(False) if head is not None else None
         self.register_buffer("item_table", item_table.detach().clone())
+        if output_table is not None and (output_table.dim() != 2
+                                         or output_table.size(0) != num_items):
+            raise ValueError(f"output_table must be [num_items, D'] = [{num_items}, D'], got "
+                             f"{tuple(output_table.shape)}")
+        self.register_buffer("output_table", None if output_table is None
+                             else output_table.detach().clone())
         self.num_items = int(num_items)
         self.window = int(window)
         self.append_mask_token = bool(append_mask_token)
@@ -116,7 +126,8 @@ class SequenceScorer(nn.Module):
                         last_positions(mask))
         if self.head is not None:
             rep = self.head(rep)
-        scores = rep @ self.item_table[: self.num_items].t()
+        out = self.item_table[: self.num_items] if self.output_table is None else self.output_table
+        scores = rep @ out.t()
         if self.head is not None:
             scores = scores + self.head.output_bias
         if self.exclude_history:
