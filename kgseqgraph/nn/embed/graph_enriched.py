@@ -17,19 +17,33 @@ from ..kge import TransR
 __all__ = ["KGEnricher"]
 
 
+def _per_relation_mean_weights(head: Tensor, relation: Tensor, num_relations: int) -> Tensor:
+    r""":math:`1/|\mathcal{N}_h^r|` for every triple ``(head[e], relation[e], ·)``: the value of
+    KGAT's row-normalised adjacency of relation :math:`r` (its ``si`` Laplacian), whose sum over
+    relations is the propagation matrix without attention."""
+    if head.numel() == 0:
+        return torch.zeros(0)
+    key = head * max(num_relations, 1) + relation
+    _, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
+    return 1.0 / counts[inverse].to(torch.get_default_dtype())
+
+
 class KGEnricher(torch.nn.Module):
     r"""Item (and entity / user) embeddings enriched by :math:`L` layers of knowledge-aware
     attentive propagation over the collaborative KG:
 
     .. math::
-        \mathbf{e}^{(l)} = \frac{\mathrm{KGAttentionConv}_l(\mathbf{e}^{(l-1)})}
-        {\|\mathrm{KGAttentionConv}_l(\mathbf{e}^{(l-1)})\|_2},
+        \mathbf{h}^{(l)} = \mathrm{KGAttentionConv}_l(\mathbf{h}^{(l-1)}), \qquad
+        \mathbf{e}^{(l)} = \frac{\mathbf{h}^{(l)}}{\|\mathbf{h}^{(l)}\|_2},
         \qquad
         \mathbf{e}^{*} = \mathbf{e}^{(0)} \,\|\, \mathbf{e}^{(1)} \,\|\, \cdots \,\|\,
         \mathbf{e}^{(L)},
 
-    so the output size is ``in_channels + sum(hidden_channels)`` (64 + 32 + 16 + 16 = 128 by
-    default). :math:`\mathbf{e}^{(0)}` comes from the module's own table over all nodes, or — for
+    with :math:`\mathbf{h}^{(0)} = \mathbf{e}^{(0)}`, so the output size is
+    ``in_channels + sum(hidden_channels)`` (64 + 32 + 16 + 16 = 128 by default). As in KGAT's
+    and KATRec's code, layer :math:`l + 1` reads the un-normalised :math:`\mathbf{h}^{(l)}` and
+    only the concatenated copies are normalised (``propagate_normalized=True`` feeds
+    :math:`\mathbf{e}^{(l)}` forward instead). :math:`\mathbf{e}^{(0)}` comes from the module's own table over all nodes, or — for
     the item rows — from embeddings passed to :meth:`forward` (e.g. a sequence model's item table).
 
     The relation-typed view of the graph (:func:`~kgseqgraph.data.relational_view`, edges sorted
@@ -45,15 +59,22 @@ class KGEnricher(torch.nn.Module):
             ``"user"`` for KGAT's collaborative KG). Ignored for a ``RelationalGraph``.
         aggregator: ``"bi-interaction"``, ``"gcn"`` or ``"graphsage"``.
         dropout: message dropout of every layer.
-        use_attention: ``False`` gives uniform weights :math:`1/|\mathcal{N}_h|` (the
-            no-attention ablation).
+        use_attention: ``False`` replaces the attention by fixed weights (the no-attention
+            ablation), see ``uniform_weights``.
+        uniform_weights: the fixed weights without attention: ``"relation"`` (KGAT's and
+            KATRec's code: the sum over relations of the row-normalised per-relation adjacency,
+            :math:`\alpha(h, r, t) = 1/|\mathcal{N}_h^r|` with :math:`\mathcal{N}_h^r` the
+            triples of head :math:`h` and relation :math:`r`) or ``"node"`` (the mean over all
+            neighbours, :math:`1/|\mathcal{N}_h|`).
         reuse_attention: compute the attention once, in layer 1 from :math:`\mathbf{e}^{(0)}`,
             and reuse it in every layer (KGAT's scheme); by default each layer attends with its
             own :math:`\mathbf{W}_r, \mathbf{e}_r` on its own input.
         kge: a :class:`~kgseqgraph.nn.kge.TransR` to share with (KATRec): its node table is
             :math:`\mathbf{e}^{(0)}` and its :math:`\mathbf{W}_r, \mathbf{e}_r` score the first
             layer's attention (later layers have their own unless ``reuse_attention``).
-        normalize: L2-normalise each layer's output.
+        normalize: L2-normalise each layer's output in :math:`\mathbf{e}^{*}`.
+        propagate_normalized: feed the normalised :math:`\mathbf{e}^{(l)}` to the next layer
+            instead of :math:`\mathbf{h}^{(l)}` (KGAT feeds :math:`\mathbf{h}^{(l)}`).
         backend: attention backend of the convs (see :class:`~kgseqgraph.nn.conv.KGAttentionConv`).
         negative_slope: LeakyReLU slope of the aggregators.
         recompute_scores: the convs keep no per-edge tensors for backward (see
@@ -66,7 +87,8 @@ class KGEnricher(torch.nn.Module):
                  node_types: Sequence[str] = ("item", "entity"), aggregator: str = "bi-interaction",
                  dropout: float = 0.1, use_attention: bool = True, reuse_attention: bool = False,
                  kge: TransR | None = None, normalize: bool = True, backend: str = "auto",
-                 negative_slope: float = 0.2, recompute_scores: bool = False) -> None:
+                 negative_slope: float = 0.2, recompute_scores: bool = False,
+                 uniform_weights: str = "relation", propagate_normalized: bool = False) -> None:
         super().__init__()
         view = graph if isinstance(graph, RelationalGraph) else relational_view(graph, node_types)
         hidden = [int(h) for h in hidden_channels]
@@ -81,12 +103,21 @@ class KGEnricher(torch.nn.Module):
         self.relation_names = list(view.relation_names)
         self.in_channels = int(in_channels)
         self.hidden_channels = tuple(hidden)
+        if uniform_weights not in {"relation", "node"}:
+            raise ValueError(f"uniform_weights must be 'relation' or 'node', got "
+                             f"{uniform_weights!r}")
         self.normalize = normalize
+        self.propagate_normalized = propagate_normalized
         self.use_attention = use_attention
+        self.uniform_weights = uniform_weights
         self.reuse_attention = reuse_attention and use_attention
         self.register_buffer("edge_index", view.edge_index.contiguous(), persistent=False)
         self.register_buffer("edge_type", view.relation.contiguous(), persistent=False)
         self.register_buffer("ptr", view.ptr.contiguous(), persistent=False)
+        fixed = None
+        if not use_attention and uniform_weights == "relation":
+            fixed = _per_relation_mean_weights(view.head, view.relation, view.num_relations)
+        self.register_buffer("fixed_weights", fixed, persistent=False)
 
         if kge is not None:
             if not isinstance(kge, TransR):
@@ -154,12 +185,12 @@ class KGEnricher(torch.nn.Module):
         r""":math:`\mathbf{e}^{*}` of every node of the view, ``[num_nodes, out_channels]``."""
         x = self.initial_embeddings(item_embeddings)
         outs = [x]
-        alpha = None
+        alpha = self.fixed_weights  # the no-attention ablation's per-relation means, or None
         rel = {}
         if self.kge is not None and self.use_attention:
             rel = {"rel_emb": self.kge.rel_emb.weight, "rel_proj": self.kge.rel_proj}
         for layer, conv in enumerate(self.convs):
-            if layer == 0:
+            if layer == 0 and alpha is None:
                 res = conv(x, self.edge_index, self.edge_type, ptr=self.ptr,
                            return_attention_weights=self.reuse_attention, **rel)
                 if self.reuse_attention:
@@ -167,8 +198,9 @@ class KGEnricher(torch.nn.Module):
             else:
                 res = conv(x, self.edge_index, self.edge_type, ptr=self.ptr,
                            attention_weights=alpha)
-            x = F.normalize(res, p=2, dim=-1) if self.normalize else res
-            outs.append(x)
+            out = F.normalize(res, p=2, dim=-1) if self.normalize else res
+            outs.append(out)
+            x = out if self.propagate_normalized else res
         return torch.cat(outs, dim=-1)
 
     def embeddings_by_type(self, item_embeddings: Tensor | None = None) -> dict[str, Tensor]:
@@ -184,5 +216,6 @@ class KGEnricher(torch.nn.Module):
         dims = " -> ".join(str(d) for d in (self.in_channels, *self.hidden_channels))
         return (f"{self.__class__.__name__}(nodes={self.num_nodes}, "
                 f"relations={self.num_relations}, edges={self.edge_index.size(1)}, layers={dims}, "
-                f"out_channels={self.out_channels}, attention={self.use_attention}, "
+                f"out_channels={self.out_channels}, attention={self.use_attention}"
+                f"{'' if self.use_attention else f' ({self.uniform_weights} means)'}, "
                 f"reuse_attention={self.reuse_attention}, shared_kge={self.kge is not None})")

@@ -34,16 +34,46 @@ def test_shapes_and_types():
 
 
 def test_matches_a_manual_stack_of_convs():
+    """KGAT's scheme: layer l + 1 reads layer l's un-normalised output; only the concatenated
+    copies are normalised. ``propagate_normalized=True`` feeds the normalised ones forward."""
     torch.manual_seed(0)
     data = _graph()
-    enr = KGEnricher(data, in_channels=8, hidden_channels=(6, 4), dropout=0.0)
     view = relational_view(data)
+    for propagate_normalized in (False, True):
+        enr = KGEnricher(data, in_channels=8, hidden_channels=(6, 4), dropout=0.0,
+                         propagate_normalized=propagate_normalized)
+        x = enr.node_emb.weight
+        outs = [x]
+        for conv in enr.convs:
+            h = conv(x, view.edge_index, view.relation)
+            outs.append(F.normalize(h, dim=-1))
+            x = outs[-1] if propagate_normalized else h
+        torch.testing.assert_close(enr.node_embeddings(), torch.cat(outs, -1))
+
+
+def test_no_attention_weights_are_kgats_per_relation_means():
+    torch.manual_seed(0)
+    data = _graph()
+    view = relational_view(data)
+    enr = KGEnricher(data, in_channels=8, hidden_channels=(4,), use_attention=False, dropout=0.0)
+    # head m.x (entity 0, node 3) has rev_genre from a and b and one 'sub' edge to m.y:
+    # alpha = 1/2, 1/2 for rev_genre and 1 for sub (KGAT's row-normalised adjacency per relation)
+    node = 3
+    sel = view.head == node
+    names = [view.relation_names[r] for r in view.relation[sel].tolist()]
+    assert sorted(zip(names, enr.fixed_weights[sel].tolist())) == [
+        ("rev_genre", 0.5), ("rev_genre", 0.5), ("sub", 1.0)]
+    conv = enr.convs[0]
     x = enr.node_emb.weight
-    outs = [x]
-    for conv in enr.convs:
-        x = F.normalize(conv(x, view.edge_index, view.relation), dim=-1)
-        outs.append(x)
-    torch.testing.assert_close(enr.node_embeddings(), torch.cat(outs, -1))
+    neigh = torch.zeros_like(x)
+    neigh.index_add_(0, view.head, enr.fixed_weights.unsqueeze(1) * x[view.tail])
+    torch.testing.assert_close(enr.node_embeddings()[:, 8:],
+                               F.normalize(conv.combine(x, neigh), dim=-1))
+    mean = KGEnricher(data, in_channels=8, hidden_channels=(4,), use_attention=False,
+                      uniform_weights="node", dropout=0.0)
+    assert mean.fixed_weights is None  # 1/|N_h| from the conv itself
+    with pytest.raises(ValueError, match="uniform_weights"):
+        KGEnricher(data, use_attention=False, uniform_weights="edge")
 
 
 def test_external_item_embeddings_and_users():
