@@ -39,6 +39,7 @@ __all__ = [
     "TripleIndex",
     "relation_matmul",
     "sample_negative_tails",
+    "sample_triples_by_head",
     "KGEModel",
     "TransE",
     "TransR",
@@ -215,6 +216,33 @@ def sample_negative_tails(head: Tensor, relation: Tensor, tail: Tensor, num_node
             log.debug("sample_negative_tails: %d negatives still collide after %d tries",
                       int(bad.sum()), max_tries)
     return neg
+
+
+def sample_triples_by_head(ptr: Tensor, size: int,
+                           generator: torch.Generator | None = None) -> Tensor:
+    r"""Indices of ``size`` triples drawn as KGAT's and KATRec's loaders draw them: a head
+    uniformly among the nodes that have triples, then one of that head's triples uniformly.
+
+    (Drawing triples uniformly instead would weight each head by its degree: on a collaborative KG
+    the users and the most popular items would dominate the TransR loss.)
+
+    Args:
+        ptr: ``[N + 1]`` CSR offsets of the triples sorted by head
+            (:attr:`~kgseqgraph.data.RelationalGraph.ptr`).
+        size: number of triples.
+        generator: random generator.
+
+    Returns:
+        ``LongTensor[size]`` of positions in the head-sorted triple list.
+    """
+    degree = ptr[1:] - ptr[:-1]
+    heads = (degree > 0).nonzero().view(-1)
+    if heads.numel() == 0:
+        raise ValueError("no triples to sample from")
+    head = heads[torch.randint(heads.numel(), (size,), generator=generator)]
+    offset = (torch.rand(size, generator=generator, dtype=torch.float64)
+              * degree[head].double()).long().clamp_(max=degree[head] - 1)
+    return ptr[head] + offset
 
 
 class KGEModel(torch.nn.Module):

@@ -10,7 +10,8 @@ The optimiser is AdamW; the learning rate follows
     \end{cases}
 
 for optimiser step :math:`s = 0 \dots S - 1`, where :math:`S` is the number of steps of the whole
-run (``epochs`` × steps per epoch) and :math:`W = \lfloor \text{warmup\_ratio} \cdot S \rfloor`.
+run (``epochs`` × steps per epoch) and :math:`W = \lfloor \text{warmup\_ratio} \cdot S \rfloor`
+(or ``warmup_steps``).
 """
 from __future__ import annotations
 
@@ -60,6 +61,8 @@ class TrainConfig:
         weight_decay: AdamW decoupled weight decay, applied to parameters with ``ndim >= 2``
             (weight matrices, embedding tables) and never to biases or norm scales.
         warmup_ratio: fraction of all optimiser steps spent warming the rate up linearly.
+        warmup_steps: warm-up length in optimiser steps (overrides ``warmup_ratio``; BERT's
+            recipe, e.g. KATRec's 100).
         lr_decay: ``"linear"`` (decay to 0 at the end of the run) or ``"constant"``.
         grad_clip: max global L2 norm of the gradients (``None`` or ``0``: no clipping).
         patience: early stopping after this many evaluations without improvement of
@@ -97,6 +100,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup_ratio: float = 0.0
+    warmup_steps: int | None = None
     lr_decay: str = "linear"
     grad_clip: float | None = 1.0
     patience: int | None = 10
@@ -133,6 +137,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio must lie in [0, 1), got {self.warmup_ratio!r}")
+        if self.warmup_steps is not None and self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if self.lr_decay not in {"linear", "constant"}:
             raise ValueError(f"lr_decay must be 'linear' or 'constant', got {self.lr_decay!r}")
         if self.grad_clip is not None and self.grad_clip < 0:

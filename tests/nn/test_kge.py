@@ -202,3 +202,21 @@ def test_transr_trains_on_ml100k(ml100k_graph):
     test = sp.test[:1000]
     rank, n = filtered_ranks(m, tr.head[test], tr.relation[test], tr.tail[test], everything)
     assert rank_metrics(rank)["mrr"] > 10 * random_baseline(n)["mrr"]
+
+
+def test_sample_triples_by_head_is_uniform_over_heads():
+    from kgseqgraph.nn.kge import sample_triples_by_head
+
+    # head 0: 1 triple, head 1: none, head 2: 9 triples, head 3: 2 triples
+    ptr = torch.tensor([0, 1, 1, 10, 12])
+    idx = sample_triples_by_head(ptr, 30_000, torch.Generator().manual_seed(0))
+    head = torch.searchsorted(ptr, idx, right=True) - 1
+    share = torch.bincount(head, minlength=4).double() / idx.numel()
+    assert share[1] == 0
+    torch.testing.assert_close(share[[0, 2, 3]], torch.full((3,), 1 / 3, dtype=torch.float64),
+                               atol=0.01, rtol=0)
+    # within head 2 every one of its 9 triples is drawn, uniformly
+    within = torch.bincount(idx[head == 2] - 1, minlength=9).double()
+    assert (within > 0).all() and float(within.max() / within.min()) < 1.3
+    with pytest.raises(ValueError, match="no triples"):
+        sample_triples_by_head(torch.zeros(3, dtype=torch.long), 4)
