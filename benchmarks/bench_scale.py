@@ -237,8 +237,9 @@ def _worker(args: argparse.Namespace) -> dict:
 
         torch.manual_seed(0)
         with Phase(phases, "kg_build"):
-            katrec = KATRec.from_dataset(data, max_len=args.max_len, hidden_size=64,
-                                         kg_recompute=args.kg_recompute)
+            katrec = KATRec.from_dataset(split.train_graph, max_len=args.max_len,
+                                         kg_recompute=args.kg_recompute,
+                                         pretrain_bprmf_epochs=0)
         katrec.train()
         emb = katrec.item_embedder
 

@@ -44,7 +44,8 @@ def full_window_encoder(encoder):
 def bench_model(name: str, data, split, steps: int, batch_size: int, max_len: int,
                 compare_full_window: bool = False, eval_repeats: int = 3) -> dict:
     torch.manual_seed(0)
-    model = build_model(name, data, max_len=max_len, hidden_size=64)
+    width = {} if name == "katrec" else {"hidden_size": 64}  # KATRec: kg_dim + sum(kg_hidden)
+    model = build_model(name, split.train_graph, max_len=max_len, **width)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     windows = training_windows(split.train, max_len)
     g = torch.Generator().manual_seed(0)

@@ -1,6 +1,9 @@
 """A new KG-sequential model from the library's layers: KG-enriched item embeddings + GRU4Rec.
 
     python examples/custom_model_from_layers.py            # offline, synthetic data, ~1 minute
+
+(The library's own ``kg-gru4rec`` / ``kg-sasrec`` put KATRec's KG item tables under these
+encoders; this file shows the layers a variant of your own is made of.)
 """
 from dataclasses import dataclass
 
@@ -33,8 +36,8 @@ class KGItems(torch.nn.Module):             # item table [N + 2, D] = ID ⊕ KG-
         return torch.cat([self.fuse(v[: self.n], self.kg()), v[self.n:]])
 
 
-@register_model("kg-gru4rec")
-class KGGRU4Rec(SequentialModel):
+@register_model("my-kg-gru4rec")
+class MyKGGRU4Rec(SequentialModel):
     config_class, needs_graph = KGGRUConfig, True
 
     def build_item_embedder(self, config, data):
@@ -43,6 +46,7 @@ class KGGRU4Rec(SequentialModel):
 
 if __name__ == "__main__":
     data = Synthetic(num_users=500, num_items=300, seed=0)[0]
-    model = KGGRU4Rec(KGGRUConfig(num_items=300, max_len=20), data=data)
-    result = run_training(model, leave_one_out(data), TrainConfig(epochs=5, output_dir=None), data=data)
+    split = leave_one_out(data)           # models see the training interactions only
+    model = MyKGGRU4Rec(KGGRUConfig(num_items=300, max_len=20), data=split.train_graph)
+    result = run_training(model, split, TrainConfig(epochs=5, output_dir=None))
     print({k: round(v, 4) for k, v in result["test"].items() if k in ("HR@10", "NDCG@10", "MRR")})

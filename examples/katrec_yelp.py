@@ -73,18 +73,22 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
 
     out_dir = Path(args.output).parent if args.output else Path("runs")
-    model_options = {"bert4rec": {}, "katrec": {}}
+    # the same encoder width for both: BERT4Rec's hidden size, KATRec's kg_dim + sum(kg_hidden)
+    width = budget["hidden_size"]
+    model_options = {"bert4rec": {"hidden_size": width},
+                     "katrec": {"kg_dim": width // 2, "kg_hidden": [width // 4, width // 8,
+                                                                     width // 8]}}
     results = {}
     for name, opts in model_options.items():
         seed_everything(args.seed)
-        model = build_model(name, data, max_len=budget["max_len"],
-                            hidden_size=budget["hidden_size"], **opts)
+        # graph models are built over the training interactions only (split.train_graph)
+        model = build_model(name, split.train_graph, max_len=budget["max_len"], **opts)
         config = TrainConfig(seed=args.seed, epochs=budget["epochs"],
                              batch_size=budget["batch_size"], lr=budget["lr"], patience=10,
                              sampled_negatives=100,
                              output_dir=str(out_dir / f"{name}_{args.dataset}_seed{args.seed}"))
         t0 = time.perf_counter()
-        res = run_training(model, split, config, data=data)
+        res = run_training(model, split, config)
         res["wall_seconds"] = time.perf_counter() - t0
         results[name] = res
         print(f"{name}: best epoch {res['best_epoch']}, test NDCG@10 {res['test']['NDCG@10']:.4f} "

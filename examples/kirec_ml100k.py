@@ -104,13 +104,14 @@ def main() -> None:
     if args.model == "sasrec":
         model = SASRec.from_dataset(split.num_items, **common)
     else:
-        model = KIRec.from_dataset(data, features=args.features, reduction=args.reduction,
+        model = KIRec.from_dataset(split.train_graph, features=args.features,
+                                   reduction=args.reduction,
                                    fusion=args.fusion, **common)
     cfg = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       patience=None, valid_metric="NDCG@10", exclude_history=True,
                       ties="pessimistic", output_dir=args.output_dir, device="cpu",
                       num_threads=args.threads, progress=False)
-    result = run_training(model, split, cfg, data=data)
+    result = run_training(model, split, cfg)
     report.update(model=type(model).__name__,
                   parameters=sum(p.numel() for p in model.parameters()),
                   best_epoch=result["best_epoch"], valid=result["valid"], test=result["test"],

@@ -56,7 +56,7 @@ def main() -> None:
                           prompts_per_item=args.prompts_per_item,
                           knowledge_items=args.knowledge_items,
                           use_tree_mask=not args.no_tree_mask, pretrained=args.pretrained)
-        model = KP4SR(cfg, data=data)
+        model = KP4SR(cfg, data=split.train_graph)
         logging.info("KP4SR: vocab %d, %d parameters, knowledge %s", len(model.tokenizer),
                      sum(q.numel() for q in model.parameters()), model.knowledge.report)
     else:
@@ -66,7 +66,7 @@ def main() -> None:
                          lr=args.lr, patience=args.patience, output_dir=args.output_dir,
                          num_threads=args.threads, eval_chunk_size=256, device="cpu")
     torch.set_num_threads(args.threads)
-    result = run_training(model, split, config, data=data)
+    result = run_training(model, split, config)
     print(json.dumps(result, indent=2, default=str))
 
 

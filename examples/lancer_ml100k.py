@@ -62,13 +62,13 @@ def main() -> None:
     options = {"max_len": args.max_len, "hidden_size": args.hidden_size, **parse_options(args.set)}
     if args.model == "lancer":
         options.setdefault("seed", args.seed)
-    model = build_model(args.model, data, **options)
+    model = build_model(args.model, split.train_graph, **options)
     out_dir = args.output_dir or f"runs/{args.model}-ml100k-seed{args.seed}"
     config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, patience=args.patience, num_threads=args.threads,
                          max_steps_per_epoch=args.max_steps_per_epoch, device="cpu",
                          eval_chunk_size=args.eval_chunk_size, output_dir=out_dir)
-    trainer = Trainer(model, split, config, data=data)
+    trainer = Trainer(model, split, config)
     result = trainer.fit().to_dict()
     out = {"model": args.model, "options": options, "params": sum(
         p.numel() for p in model.parameters()), **result}
@@ -91,7 +91,7 @@ def compare_modes(args: argparse.Namespace, data, split) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = SequentialRecommender.from_pretrained(args.compare_modes, data=data).eval()
+    model = SequentialRecommender.from_pretrained(args.compare_modes, data=split.train_graph).eval()
     users = torch.arange(min(args.users, len(split.test_inputs)))
     inputs, targets = split.test_inputs.select(users), split.test_targets[users]
     out = {"model_dir": args.compare_modes, "users": int(users.numel())}

@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=256,
                    help="windows per optimiser step, over all processes under torchrun")
     t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--hidden-size", type=int, default=64)
+    t.add_argument("--hidden-size", type=int, default=None,
+                   help="item embedding / encoder width (default: the model's own, 64 for the "
+                        "ID models; KATRec derives it from its KG widths)")
     t.add_argument("--max-len", type=int, default=50)
     t.add_argument("--patience", type=int, default=5)
     t.add_argument("--output-dir", default=None, help="run folder (checkpoints, metrics, curve)")
@@ -129,9 +131,11 @@ def _export_model(args: argparse.Namespace) -> dict[str, Any]:
     name = json.loads(config_file.read_text()).get("model")
     data = None
     if name in MODEL_REGISTRY and MODEL_REGISTRY[name].needs_graph:
+        from .data import leave_one_out
         from .training.cli import load_dataset_from_args
 
-        data = load_dataset_from_args(args)
+        # graph models were built over the training graph of the leave-one-out split
+        data = leave_one_out(load_dataset_from_args(args)).train_graph
     try:
         model = SequentialRecommender.from_pretrained(model_dir, data=data).eval()
     except ValueError as err:  # e.g. the graph of --dataset is not the one it was trained on

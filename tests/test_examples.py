@@ -37,7 +37,7 @@ def test_custom_model_from_layers_trains_one_step():
 
     data = Synthetic(num_users=60, num_items=40, num_entities=8, num_relations=2, seq_len=8)[0]
     split = leave_one_out(data)
-    model = module.KGGRU4Rec(module.KGGRUConfig(num_items=40, max_len=10), data=data)
+    model = module.MyKGGRU4Rec(module.KGGRUConfig(num_items=40, max_len=10), data=data)
     batch = model.training_batch(split.train, torch.Generator().manual_seed(0))
     loss = model.loss(batch)["loss"]
     loss.backward()

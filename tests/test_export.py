@@ -37,8 +37,9 @@ def _trained(name: str, data, steps: int = 5) -> torch.nn.Module:
     torch.manual_seed(0)
     n = int(data["item"].num_nodes)
     if name == "katrec":
-        model = KATRec.from_dataset(data, kg_dim=16, kg_hidden=[16, 8], kge_batch_size=64,
-                                    encoder_kwargs=ENC[name], **SMALL)
+        model = KATRec.from_dataset(leave_one_out(data).train_graph, kg_dim=8, kg_hidden=[4, 4],
+                                    kge_batch_size=64, pretrain_bprmf_epochs=0,
+                                    encoder_kwargs=ENC[name], max_len=SMALL["max_len"])
     elif name == "bert4rec_head":  # with BERT4Rec's prediction head and output bias
         model = BERT4Rec.from_dataset(n, encoder_kwargs=ENC["bert4rec"], prediction_head=True,
                                       **SMALL)
@@ -105,13 +106,15 @@ def test_katrec_export_freezes_the_graph_enriched_table(tmp_path, data):
     want = _eager(model, SEQS)
     got = exported(exported.pad(SEQS))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
-    # the same encoder over the ID table alone (the graph part skipped) scores differently
+    # the output fusion is baked in too: scoring against the input table instead differs
     emb = model.item_embedder
+    tables = model.frozen_item_tables()
     with torch.no_grad():
-        ids_only = SequenceScorer(copy.deepcopy(model.encoder), emb.id(), model.num_items,
-                                  model.serving_window, append_mask_token=True)
-        no_graph = ids_only(exported.pad(SEQS))
-    assert (no_graph - want).abs().max() > 1e-2
+        tied = SequenceScorer(copy.deepcopy(model.encoder), tables.input, model.num_items,
+                              model.serving_window, append_mask_token=True,
+                              head=copy.deepcopy(model.head))
+        no_fusion = tied(exported.pad(SEQS))
+    assert (no_fusion - want).abs().max() > 1e-2
     # the KG propagation is baked in: changing the TransR table moves the eager scores only
     with torch.no_grad():
         emb.kge.node_emb.weight.mul_(-1.5)
@@ -186,10 +189,11 @@ def test_cli_exports_a_saved_katrec_over_the_named_dataset(tmp_path):
     from kgseqgraph.cli import main
     from kgseqgraph.datasets.registry import load_dataset
 
-    graph = load_dataset("synthetic", seed=3)  # what the CLI loads for --dataset synthetic --seed 3
+    # what the CLI loads for --dataset synthetic --seed 3; the model is built over its training graph
+    graph = leave_one_out(load_dataset("synthetic", seed=3)).train_graph
     torch.manual_seed(0)
     model = KATRec.from_dataset(graph, kg_dim=8, kg_hidden=[8], encoder_kwargs=ENC["katrec"],
-                                **SMALL).eval()
+                                pretrain_bprmf_epochs=0, **SMALL).eval()
     model.save_pretrained(tmp_path / "run" / "best_model")
     out = tmp_path / "scorer.pt2"
     stdout = io.StringIO()

@@ -1,7 +1,7 @@
 """Recommenders as thin compositions of layers; all share :class:`SequentialRecommender`."""
-from .base import MODEL_REGISTRY, SequentialRecommender, register_model
+from .base import MODEL_REGISTRY, PretrainStage, SequentialRecommender, register_model
 from .factory import build_model
-from .katrec import KATRec, KATRecConfig
+from .katrec import KATRec, KATRecConfig, KGGRU4Rec, KGSASRec
 from .kirec import KIRec, KIRecConfig
 from .kp4sr import KP4SR, KP4SRConfig
 from .lancer import LANCER, LANCERConfig
@@ -17,6 +17,9 @@ __all__ = [
     "build_model",
     "KATRec",
     "KATRecConfig",
+    "KGSASRec",
+    "KGGRU4Rec",
+    "PretrainStage",
     "KIRec",
     "KIRecConfig",
     "KP4SR",

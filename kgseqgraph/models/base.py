@@ -15,7 +15,9 @@ and the evaluators talk to it only through this interface and never branch on it
 * :meth:`SequentialRecommender.scorer` returns a pure tensor module (padded ids → scores) with
   everything graph-related precomputed, for export and serving (:mod:`kgseqgraph.export`);
 * :meth:`SequentialRecommender.save_pretrained` / :meth:`from_pretrained` store the config as
-  JSON and the weights as safetensors, so a trained model reloads in one line.
+  JSON and the weights as safetensors, so a trained model reloads in one line;
+* :meth:`SequentialRecommender.pretraining_stages` lists the pre-training a model wants before
+  its first epoch (KATRec: BPRMF, TransR), which :mod:`kgseqgraph.training.pretrain` runs.
 
 Graph-based models need the collaborative KG at construction time; ``from_pretrained`` takes it
 again as ``data=`` (the graph itself is never stored inside a checkpoint).
@@ -25,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -37,7 +41,7 @@ from ..data.sequences import Sequences
 from ..io import atomic_path, atomic_write_bytes
 
 __all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "atomic_write_bytes",
-           "check_saved_graph"]
+           "check_saved_graph", "PretrainStage"]
 
 MODEL_REGISTRY: dict[str, type[SequentialRecommender]] = {}
 
@@ -45,10 +49,45 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
+@dataclass
+class PretrainStage:
+    """One pre-training stage a model asks for (:meth:`SequentialRecommender.pretraining_stages`),
+    run by :func:`kgseqgraph.training.pretrain.run_pretraining` before the first epoch of a fresh
+    run: ``epochs × steps_per_epoch`` Adam steps on ``loss(sample_batch(generator))`` over
+    ``parameters``, then ``finish()`` (e.g. copy the pre-trained rows into the model's tables).
+
+    Attributes:
+        name: a short name (``"bprmf"``, ``"transr"``), used in logs and results.
+        parameters: what the stage's optimiser updates.
+        sample_batch: one training batch (tensors on the CPU) from the stage's generator.
+        loss: the scalar loss of a batch (tensors already on the model's device).
+        epochs: passes; one pass is ``steps_per_epoch`` batches.
+        steps_per_epoch: batches a pass.
+        lr: Adam learning rate.
+        finish: run once after the last step.
+    """
+
+    name: str
+    parameters: list[torch.nn.Parameter]
+    sample_batch: Callable[[torch.Generator], dict[str, Tensor]]
+    loss: Callable[[dict[str, Tensor]], Tensor]
+    epochs: int
+    steps_per_epoch: int
+    lr: float = 1e-3
+    finish: Callable[[], None] | None = None
+
+
 def register_model(name: str):
     """Class decorator: make a model constructible by name (CLI, ``from_pretrained``)."""
 
     def wrap(cls: type[SequentialRecommender]) -> type[SequentialRecommender]:
+        previous = MODEL_REGISTRY.get(name)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            import warnings
+
+            warnings.warn(f"register_model: {name!r} now names {cls.__module__}."
+                          f"{cls.__qualname__}, no longer {previous.__module__}."
+                          f"{previous.__qualname__}", stacklevel=2)
         cls.model_name = name
         MODEL_REGISTRY[name] = cls
         return cls
@@ -77,12 +116,19 @@ class SequentialRecommender(nn.Module):
         # graph models remember which graph their node rows belong to (saved by save_pretrained,
         # checked by from_pretrained)
         self.graph_fingerprint = (
-            graph_fingerprint(data, tuple(getattr(config, "node_types", ("item", "entity"))))
+            graph_fingerprint(data, self.fingerprint_node_types(config))
             if self.needs_graph and data is not None else None)
 
     @property
     def num_items(self) -> int:
         return int(self.config.num_items)
+
+    @classmethod
+    def fingerprint_node_types(cls, config: Any) -> tuple[str, ...]:
+        """The node types whose structure the weights of a graph model depend on (recorded by
+        :func:`~kgseqgraph.data.graph_fingerprint`): the config's ``node_types``, else items and
+        entities."""
+        return tuple(getattr(config, "node_types", ("item", "entity")))
 
     # ------------------------------------------------------------------ training
     def training_batch(self, sequences: Sequences, generator: torch.Generator) -> dict[str, Tensor]:
@@ -121,7 +167,12 @@ class SequentialRecommender(nn.Module):
         """Hook run before each optimiser step."""
 
     def on_fit_start(self, seed: int) -> None:
-        """Hook run once when a fresh training run starts (not on resume): pre-training stages."""
+        """Hook run once when a fresh training run starts (not on resume), after
+        :meth:`pretraining_stages` have run."""
+
+    def pretraining_stages(self) -> list[PretrainStage]:
+        """The pre-training this model wants before its first epoch (none by default)."""
+        return []
 
     # ------------------------------------------------------------------ inference
     def score(self, sequences: Sequences) -> Tensor:

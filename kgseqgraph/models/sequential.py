@@ -6,7 +6,10 @@ r"""One composition for every ID-based sequential recommender:
     \hat{y}_{b,i} = \mathbf{h}_b^\top \mathbf{t}_i \;(i < N),
 
 where rows :math:`N` and :math:`N+1` of :math:`\mathbf{T}` are the padding and ``[mask]`` tokens.
-The same table embeds the input and scores the output (shared embeddings, as SASRec and BERT4Rec).
+The same table embeds the input and scores the output (shared embeddings, as SASRec and BERT4Rec),
+unless the item embedder returns separate :class:`~kgseqgraph.nn.embed.ItemTables` (an input
+table and an output table :math:`\mathbf{O} \in \mathbb{R}^{N \times D}`, KATRec's output
+fusion); then :math:`\hat{y}_{b,i} = \mathbf{h}_b^\top \mathbf{o}_i`.
 
 Two training objectives, chosen by the preset, not by the trainer:
 
@@ -30,6 +33,8 @@ from torch import Tensor, nn
 from ..data.batching import (IGNORE_INDEX, append_mask_token, cloze_mask, pad_sequences,
                              padding_id, shifted_targets)
 from ..data.sequences import Sequences
+from ..nn.embed.id import IDEmbedder
+from ..nn.embed.tables import ItemTables, as_item_tables
 from ..nn.encoders.base import encode_at
 from ..nn.losses import catalogue_cross_entropy
 from .base import SequentialRecommender, register_model
@@ -104,29 +109,6 @@ class SequentialConfig:
             raise ValueError("num_items must be positive and max_len > 1")
 
 
-class IDEmbedder(nn.Module):
-    r"""Plain ID embeddings: a table :math:`\mathbf{V} \in \mathbb{R}^{(N+2) \times D}` (items, then
-    padding, then ``[mask]``); the padding row is kept at zero."""
-
-    def __init__(self, num_items: int, dim: int, init_std: float = 0.02) -> None:
-        super().__init__()
-        self.num_items, self.dim, self.init_std = num_items, dim, init_std
-        self.weight = nn.Parameter(torch.empty(num_items + 2, dim))
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.weight, std=self.init_std)
-        with torch.no_grad():
-            self.weight[self.num_items].zero_()
-
-    def forward(self) -> Tensor:
-        pad = torch.zeros(1, self.dim, device=self.weight.device, dtype=self.weight.dtype)
-        return torch.cat([self.weight[: self.num_items], pad, self.weight[self.num_items + 1:]])
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.num_items} + 2, {self.dim})"
-
-
 class PredictionHead(nn.Module):
     r"""BERT4Rec's output layer: :math:`\mathbf{h}' = \mathrm{LN}(\mathrm{GELU}(\mathbf{h}
     \mathbf{W}^P + \mathbf{b}^P))` and a per-item output bias :math:`\mathbf{b}^O`, so the
@@ -182,20 +164,25 @@ class SequentialModel(SequentialRecommender):
         self.head = (PredictionHead(config.hidden_size, config.num_items, config.init_std,
                                     config.head_layer_norm_eps) if config.prediction_head
                      else None)
-        self._table_cache: Tensor | None = None
+        self._table_cache: ItemTables | None = None
 
     def build_item_embedder(self, config: SequentialConfig, data: Any) -> nn.Module:
         return IDEmbedder(config.num_items, config.hidden_size, config.init_std)
 
     # ------------------------------------------------------------------ embeddings
-    def item_table(self) -> Tensor:
-        """The ``[N + 2, D]`` table (recomputed while training, cached in eval mode)."""
+    def item_tables(self) -> ItemTables:
+        """The input ``[N + 2, D]`` and output ``[N, D]`` item tables (recomputed while
+        training, cached in eval mode)."""
         if self.training:
             self._table_cache = None
-            return self.item_embedder()
+            return as_item_tables(self.item_embedder(), self.num_items)
         if self._table_cache is None:
-            self._table_cache = self.item_embedder()
+            self._table_cache = as_item_tables(self.item_embedder(), self.num_items)
         return self._table_cache
+
+    def item_table(self) -> Tensor:
+        """The ``[N + 2, D]`` input table (see :meth:`item_tables`)."""
+        return self.item_tables().input
 
     def train(self, mode: bool = True) -> SequentialModel:
         self._table_cache = None
@@ -255,11 +242,11 @@ class SequentialModel(SequentialRecommender):
         return part
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        table = self.item_table()
-        hidden = self.encode(batch["items"], batch["mask"], table)
+        tables = self.item_tables()
+        hidden = self.encode(batch["items"], batch["mask"], tables.input)
         targets = batch["targets"]
         sel = targets != IGNORE_INDEX
-        h, weight = hidden[sel], table[: self.num_items]
+        h, weight = hidden[sel], tables.output
         if self.head is not None:
             h, weight = PredictionHead.augment(self.head(h), weight, self.head.output_bias)
         # full-catalogue softmax CE; the [targets, N] logits are processed in blocks when they
@@ -288,8 +275,8 @@ class SequentialModel(SequentialRecommender):
         return rep if self.head is None else self.head(rep)
 
     def score(self, sequences: Sequences) -> Tensor:
-        table = self.item_table()
-        scores = self.sequence_representation(sequences, table) @ table[: self.num_items].t()
+        tables = self.item_tables()
+        scores = self.sequence_representation(sequences, tables.input) @ tables.output.t()
         return scores if self.head is None else scores + self.head.output_bias
 
     # ------------------------------------------------------------------ serving
@@ -300,16 +287,21 @@ class SequentialModel(SequentialRecommender):
         return self.config.max_len - 1 if self.config.objective == "cloze" else self.config.max_len
 
     @torch.no_grad()
-    def frozen_item_table(self) -> Tensor:
-        """The ``[N + 2, D]`` item table inference uses, computed once in eval mode (dropout
-        off) and detached: for graph models (KATRec) the KG propagation and the fusion run here,
-        once, over the whole graph. The model's train/eval mode is left as it was."""
+    def frozen_item_tables(self) -> ItemTables:
+        """The item tables inference uses (:meth:`item_tables`), computed once in eval mode
+        (dropout off) and detached: for graph models (KATRec) the KG propagation and the fusion
+        run here, once, over the whole graph. The model's train/eval mode is left as it was."""
         was_training = self.training
         self.eval()
         try:
-            return self.item_embedder().detach().clone()
+            tables = as_item_tables(self.item_embedder(), self.num_items)
+            return ItemTables(tables.input.detach().clone(), tables.output.detach().clone())
         finally:
             self.train(was_training)
+
+    def frozen_item_table(self) -> Tensor:
+        """The input table of :meth:`frozen_item_tables`."""
+        return self.frozen_item_tables().input
 
     def scorer(self, exclude_history: bool = False) -> SequenceScorer:
         """A pure tensor module scoring like :meth:`score`: padded ids ``[B, L]`` → ``[B, N]``.
@@ -319,11 +311,15 @@ class SequentialModel(SequentialRecommender):
         nothing graph-related. See :class:`~kgseqgraph.models.scorer.SequenceScorer` for the
         input convention and :func:`kgseqgraph.export.export_scorer` to write it to a file.
         """
-        return SequenceScorer(copy.deepcopy(self.encoder), self.frozen_item_table(),
+        tables = self.frozen_item_tables()
+        tied = tables.output.shape == tables.input[: self.num_items].shape and bool(
+            torch.equal(tables.output, tables.input[: self.num_items]))
+        return SequenceScorer(copy.deepcopy(self.encoder), tables.input,
                               self.num_items, self.serving_window,
                               append_mask_token=self.config.objective == "cloze",
                               exclude_history=exclude_history,
-                              head=copy.deepcopy(self.head))
+                              head=copy.deepcopy(self.head),
+                              output_table=None if tied else tables.output)
 
 
 def _preset(name: str, encoder: str, objective: str, doc: str):

@@ -56,13 +56,14 @@ def run_train_command(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"unknown model {args.model!r}; choose from {sorted(MODEL_REGISTRY)}")
     fields = {f.name for f in dataclasses.fields(MODEL_REGISTRY[args.model].config_class)}
     defaults = {k: v for k, v in (("max_len", args.max_len), ("hidden_size", args.hidden_size))
-                if k in fields}
+                if k in fields and v is not None}
     options = {**defaults, **parse_options(args.set)}
-    model = build_model(args.model, data, **options)
+    # graph models are built over the training interactions only (never the held-out ones)
+    model = build_model(args.model, split.train_graph, **options)
     output_dir = args.output_dir or str(Path("runs") / f"{args.model}-{args.dataset}-seed{args.seed}")
     config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          patience=args.patience, exclude_history=not args.keep_seen,
                          sampled_negatives=args.sampled or None, output_dir=output_dir,
                          num_threads=getattr(args, "threads", None))
-    result = run_training(model, split, config, data=data, resume="auto" if args.resume else False)
+    result = run_training(model, split, config, resume="auto" if args.resume else False)
     return {"dataset": args.dataset, "model": args.model, "options": options, **result}

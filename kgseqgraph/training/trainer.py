@@ -56,6 +56,7 @@ from .checkpoint import (CHECKPOINT_NAME, atomic_torch_save, atomic_write_json, 
 from .config import RESUME_COMPATIBLE_FIELDS, TrainConfig
 from .curves import plot_training_curve
 from .distributed import DistributedContext, init_distributed, wrap_loss
+from .pretrain import run_pretraining
 
 __all__ = ["Trainer", "TrainResult", "LinearSchedule", "run_training", "resolve_device",
            "EpochCallback"]
@@ -140,8 +141,11 @@ class Trainer:
         split: a :class:`~kgseqgraph.data.splits.LeaveOneOutSplit`; ``split.train`` feeds training,
             ``valid_*`` model selection, ``test_*`` the final report.
         config: a :class:`~kgseqgraph.training.config.TrainConfig` (defaults when ``None``).
-        data: the collaborative KG, passed to ``from_pretrained`` by :meth:`load_best_model`
-            (graph models need it to be rebuilt); not used for training.
+        data: the graph the model was built from, passed to ``from_pretrained`` by
+            :meth:`load_best_model` (graph models need it to be rebuilt); not used for
+            training. Default: the split's ``train_graph`` (the only graph a model trained on
+            this split may be built from — a graph model built over held-out interactions is
+            refused).
         resume: ``True`` continues from ``output_dir/checkpoint.pt`` (which must exist);
             ``"auto"`` resumes when it exists and starts afresh otherwise; ``False`` starts afresh
             (an existing checkpoint is overwritten after the first epoch).
@@ -182,6 +186,9 @@ class Trainer:
                              f"{split.num_items}")
         self.config = config
         self.split = split
+        if data is None and getattr(split, "graph", None) is not None:
+            data = split.train_graph
+        _check_no_leak(model, split)
         self.data = data
         self.callbacks = list(callbacks)
         self.output_dir = Path(config.output_dir) if config.output_dir is not None else None
@@ -233,6 +240,7 @@ class Trainer:
         self.stopped_early = False
         self.timings = {"train_seconds": 0.0, "eval_seconds": 0.0, "train_samples": 0}
         self.test_metrics: dict[str, float] | None = None
+        self.pretraining: dict[str, list[float]] = {}
         self._restored = False
         self._negatives: dict[str, Tensor] = {}
         if resume:
@@ -254,7 +262,9 @@ class Trainer:
         groups = [g for g in groups if g["params"]]
         optimizer = torch.optim.AdamW(groups, lr=self.config.lr)
         total = max(self.total_steps, 1)
-        schedule = LinearSchedule(total, int(self.config.warmup_ratio * total),
+        warmup = (int(self.config.warmup_ratio * total) if self.config.warmup_steps is None
+                  else min(int(self.config.warmup_steps), total - 1))
+        schedule = LinearSchedule(total, warmup,
                                   decay=self.config.lr_decay == "linear")
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return optimizer, scheduler
@@ -302,6 +312,7 @@ class Trainer:
         if self.epoch == 0 and not self._restored:
             seed_everything(cfg.seed, cfg.deterministic)
             self.generator.manual_seed(cfg.seed)
+            self.pretraining = run_pretraining(self.model, cfg.seed, self.device)
             self.model.on_fit_start(cfg.seed)
         elif self.epoch > 0 and self.distributed.is_main:
             log.info("continuing at epoch %d/%d (best %s %.5f at epoch %d)", self.epoch + 1,
@@ -577,6 +588,7 @@ class Trainer:
             "test": result.test,
             "epochs_run": result.epochs_run,
             "stopped_early": result.stopped_early,
+            "pretraining": dict(self.pretraining),
             "timings": result.timings,
             "split": dict(getattr(self.split, "report", {}) or {}),
             "train_windows": len(self.windows),
@@ -626,6 +638,7 @@ class Trainer:
             "stopped_early": self.stopped_early,
             "history": self.history,
             "timings": dict(self.timings),
+            "pretraining": dict(self.pretraining),
             "rng": rng_state(self.generator),
             "config": self.config.to_dict(),
             "model_config": _model_config(self.model),
@@ -665,6 +678,7 @@ class Trainer:
         self.stopped_early = bool(ckpt["stopped_early"])
         self.history = list(ckpt["history"])
         self.timings = dict(ckpt["timings"])
+        self.pretraining = dict(ckpt.get("pretraining", {}))
         set_rng_state(ckpt["rng"], self.generator)
         self._restored = True
 
@@ -696,6 +710,31 @@ def _ranking_metrics(counts: Any, ks: Iterable[int], ties: str) -> dict[str, flo
     from ..evaluation.metrics import metrics_from_counts
 
     return {k: float(v.mean()) for k, v in metrics_from_counts(counts, ks, ties).items()}
+
+
+def _check_no_leak(model: Any, split: Any) -> None:
+    """Refuse a graph model built over a graph that holds held-out interactions of ``split``.
+
+    A graph model records the fingerprint of the part of its graph its weights depend on
+    (:meth:`~kgseqgraph.models.base.SequentialRecommender.fingerprint_node_types`); when that
+    part has users, it must be the split's training graph, edge for edge."""
+    recorded = getattr(model, "graph_fingerprint", None)
+    graph = getattr(split, "graph", None)
+    if recorded is None or graph is None or "user" not in recorded.get("num_nodes", {}):
+        return
+    from ..data.fingerprint import graph_fingerprint
+
+    node_types = tuple(recorded["num_nodes"])
+    expected = graph_fingerprint(split.train_graph, node_types)
+    if recorded["sha256"] == expected["sha256"]:
+        return
+    full = graph_fingerprint(graph, node_types)
+    why = ("it holds the held-out (validation/test) interactions" if recorded["sha256"]
+           == full["sha256"] else "it is not this split's training graph")
+    raise ValueError(f"{type(model).__name__} was built over a graph with users whose "
+                     f"interactions differ from the split's training graph ({why}): a model "
+                     "that propagates over user–item edges would see the targets it is tested "
+                     "on. Build it from split.train_graph.")
 
 
 def _rank_seed(seed: int, epoch: int, rank: int) -> int:

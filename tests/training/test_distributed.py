@@ -31,8 +31,9 @@ NO_DROPOUT = {"hidden_dropout": 0.0, "attn_dropout": 0.0, "num_layers": 1}
 MODELS: dict[str, dict[str, Any]] = {
     "sasrec": {"hidden_size": 16, "max_len": 8, "encoder_kwargs": NO_DROPOUT},
     "bert4rec": {"hidden_size": 16, "max_len": 8, "encoder_kwargs": NO_DROPOUT, "mask_prob": 0.3},
-    "katrec": {"hidden_size": 16, "max_len": 8, "encoder_kwargs": NO_DROPOUT, "mask_prob": 0.3,
-               "kg_dim": 8, "kg_hidden": [8, 8], "kg_dropout": 0.0, "kge_batch_size": 32},
+    "katrec": {"max_len": 8, "encoder_kwargs": NO_DROPOUT, "mask_prob": 0.3,
+               "kg_dim": 8, "kg_hidden": [4, 4], "kg_dropout": 0.0, "kge_batch_size": 32,
+               "pretrain_bprmf_epochs": 1},
 }
 #: SASRec: one step an epoch, so the epoch losses are the per-step trajectory; the cloze models
 #: run whole epochs (49 windows in batches of 14: the last batch, 7 windows, splits 4 / 3).
@@ -70,7 +71,7 @@ def run_all(root: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, options in MODELS.items():
         seed_everything(0)  # the same initial weights on every rank
-        trainer = Trainer(build_model(name, data, **options), split,
+        trainer = Trainer(build_model(name, split.train_graph, **options), split,
                           _config(name, root / name), data=data)
         before = trainer.evaluate("valid")  # sharded by users when there are several ranks
         result = trainer.fit()
@@ -185,7 +186,7 @@ def test_shard_losses_average_to_the_global_loss(name, world_size):
     torch.set_num_threads(1)
     data, split = _split()
     seed_everything(0)
-    model = build_model(name, data, **MODELS[name])
+    model = build_model(name, split.train_graph, **MODELS[name])
     windows = training_windows(split.train, 8)
     batch = model.training_batch(windows.select(torch.arange(13)),
                                  torch.Generator().manual_seed(1))

@@ -104,7 +104,7 @@ def main() -> None:
     split = leave_one_out(data)
     seed_everything(args.seed)
     options = {**COMMON, **PRESETS[args.preset][args.model]}
-    model = build_model(args.model, data, **options)
+    model = build_model(args.model, split.train_graph, **options)
     config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, patience=args.patience, exclude_history=False, ks=(10,),
                          valid_metric="NDCG@10", output_dir=None, num_threads=args.threads,

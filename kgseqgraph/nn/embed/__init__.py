@@ -1,26 +1,10 @@
-"""Item embedders: graph-enriched (a stack of KG convolutions), fusion, and friends.
-
-Sibling modules written independently (e.g. ``fusion``) are imported lazily on first attribute
-access, so a broken or missing one cannot stop :class:`KGEnricher` from importing.
-"""
-from __future__ import annotations
-
-import importlib
-from typing import Any
-
+"""Item embedders: ID tables, graph-enriched embeddings (a stack of KG convolutions), KATRec's KG
+item tables, fusion layers, and the :class:`ItemTables` they return."""
+from .fusion import ConcatFusion, GateFusion, SumFusion, build_fusion
 from .graph_enriched import KGEnricher
+from .id import IDEmbedder
+from .kg_items import GatedKGItemEmbedder, KGItemEmbedder
+from .tables import ItemTables, as_item_tables
 
-_LAZY = {
-    "GateFusion": ".fusion",
-    "ConcatFusion": ".fusion",
-    "SumFusion": ".fusion",
-    "build_fusion": ".fusion",
-}
-
-__all__ = ["KGEnricher", *_LAZY]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["KGEnricher", "IDEmbedder", "KGItemEmbedder", "GatedKGItemEmbedder", "ItemTables",
+           "as_item_tables", "GateFusion", "ConcatFusion", "SumFusion", "build_fusion"]

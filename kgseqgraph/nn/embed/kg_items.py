@@ -1,0 +1,237 @@
+r"""Item tables built on the collaborative KG: KATRec's wiring, and a gated ID + KG table.
+
+:class:`KGItemEmbedder` is KATRec's item representation (Amjadi, Taheri & Tulabandhula, DS 2021),
+as the authors' code (``DanialTaheri/KATRec``, ``Model/modeling_Bert.py``, ``Model/Main.py``)
+builds it:
+
+.. math::
+    \mathbf{e}^{*} &= \mathrm{KGEnricher}(\mathbf{e}^{(0)}) \in
+        \mathbb{R}^{|\mathcal{V}| \times q}, \qquad q = d + \textstyle\sum_l d_l, \\
+    \mathbf{V}^{*}_i &= \mathbf{e}^{*}_i \quad (i < N), \qquad
+        \mathbf{V}^{*}_{N}, \mathbf{V}^{*}_{N+1} \text{ learned (padding, [mask])}, \\
+    \hat{\mathbf{E}}_i &= \sigma\big((\mathbf{V}^{*}_i \,\Vert\, \mathbf{E}^{*}_i)
+        \hat{\mathbf{W}} + \hat{\mathbf{b}}\big), \qquad \mathbf{E}^{*}_i = \mathbf{e}^{*}_i,
+
+where :math:`\mathbf{e}^{(0)}` is the TransR node table (users, items and entities of the
+collaborative KG, shared with the TransR loss and the attention), the enricher stacks
+knowledge-aware attentive bi-interaction layers (:class:`~kgseqgraph.nn.embed.KGEnricher`),
+:math:`\mathbf{V}^{*}` is the table the sequence encoder reads (BERT's input embedding, to which
+the encoder adds positions: :math:`\mathbf{e}^{*}_i + \mathbf{p}_t`) and :math:`\hat{\mathbf{E}}`
+the table its output is scored against. The paper writes the output activation as
+:math:`\sigma`; the authors' code applies BERT's hidden activation (GELU) there, which is the
+default (``output_activation``).
+
+Ablations (the paper's names):
+
+* **Connection** (``connection=False``): the encoder reads a separate ID table
+  :math:`\mathbf{V} \in \mathbb{R}^{(N+2) \times q}` instead of :math:`\mathbf{e}^{*}` (the
+  authors' ``use_KG_connection=False``); the KG still enters the output fusion.
+* **Concat** (``output_fusion=False``): no output fusion, :math:`\hat{\mathbf{E}} =
+  \mathbf{V}^{*}_{0:N}` (tied input/output table; the authors' ``use_token_entity_concat=False``).
+* **NoAtten**, **Level-1**: options of the enricher (``use_attention``, ``kg_hidden``).
+
+:class:`GatedKGItemEmbedder` is the earlier wiring of this library, kept as an option
+(``KATRecConfig(wiring="gated")``): an ID table and :math:`\mathbf{e}^{*}` fused into one table of
+the encoder's width (sigmoid gate, concatenation or sum), used for input and output alike.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...data.views import relational_view
+from ..kge import TransR
+from .fusion import build_fusion
+from .graph_enriched import KGEnricher
+from .tables import ItemTables
+
+__all__ = ["KGItemEmbedder", "GatedKGItemEmbedder", "OUTPUT_ACTIVATIONS"]
+
+OUTPUT_ACTIVATIONS = {"gelu": F.gelu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
+                      "identity": lambda x: x}
+
+
+class _GraphPart(nn.Module):
+    """TransR over the collaborative KG and the enricher that shares its tables."""
+
+    def __init__(self, data: Any, kg_dim: int, relation_dim: int | None,
+                 kg_hidden: Sequence[int], node_types: Sequence[str], aggregator: str,
+                 kg_dropout: float, use_attention: bool, uniform_weights: str,
+                 reuse_attention: bool, kge_reg: float, recompute: bool) -> None:
+        super().__init__()
+        if data is None:
+            raise ValueError("a KG item embedder needs the collaborative KG: pass "
+                             "data=<HeteroData> (split.train_graph)")
+        view = relational_view(data, tuple(node_types))
+        if view.num_edges == 0:
+            raise ValueError(f"the graph has no edges among node types {list(node_types)}: a KG "
+                             "item embedder needs a knowledge graph")
+        self.kge = TransR(view.num_nodes, view.num_relations, kg_dim, relation_dim,
+                          reg_weight=kge_reg)
+        self.enricher = KGEnricher(view, in_channels=kg_dim, hidden_channels=tuple(kg_hidden),
+                                   aggregator=aggregator, dropout=kg_dropout,
+                                   use_attention=use_attention, reuse_attention=reuse_attention,
+                                   kge=self.kge, recompute_scores=recompute,
+                                   uniform_weights=uniform_weights)
+        # the typed triples (sorted by head, CSR ``ptr``) that the TransR loss samples from
+        self.register_buffer("kg_head", view.head.clone(), persistent=False)
+        self.register_buffer("kg_relation", view.relation.clone(), persistent=False)
+        self.register_buffer("kg_tail", view.tail.clone(), persistent=False)
+        self.register_buffer("kg_ptr", view.ptr.clone(), persistent=False)
+
+    @property
+    def num_items(self) -> int:
+        return self.enricher.num_items
+
+
+class KGItemEmbedder(nn.Module):
+    r"""KATRec's item tables (see the module docstring): input :math:`\mathbf{V}^{*}`
+    ``[N + 2, q]`` and output :math:`\hat{\mathbf{E}}` ``[N, q]``.
+
+    Args:
+        data: the collaborative KG (a split's ``train_graph``).
+        num_items: :math:`N` (must match the graph).
+        kg_dim: :math:`d`, width of :math:`\mathbf{e}^{(0)}` (TransR entity space).
+        relation_dim: TransR relation space :math:`d_r` (``None``: :math:`d`).
+        kg_hidden: widths :math:`d_l` of the propagation layers.
+        node_types: node types of the collaborative KG propagated over (with ``"user"``: KGAT's
+            user–item–entity graph).
+        aggregator, kg_dropout, use_attention, uniform_weights, reuse_attention: of
+            :class:`~kgseqgraph.nn.embed.KGEnricher`.
+        kge_reg: L2 coefficient of the TransR loss.
+        connection: the encoder reads :math:`\mathbf{e}^{*}` (``False``: its own ID table).
+        output_fusion: score against :math:`\hat{\mathbf{E}}` (``False``: the input table).
+        output_activation: :math:`\sigma` of the output fusion (``"gelu"``, ``"sigmoid"``,
+            ``"tanh"``, ``"identity"``).
+        detach_kg: the recommendation loss does not train the KG part (it learns from the TransR
+            loss alone) — not one of the paper's ablations.
+        init_std: std of the normal init of the special rows, the ID table and :math:`\hat{W}`
+            (BERT's ``initializer_range``).
+        recompute: keep no per-edge tensors of the KG layers for backward.
+    """
+
+    def __init__(self, data: Any, num_items: int, kg_dim: int = 64,
+                 relation_dim: int | None = None, kg_hidden: Sequence[int] = (32, 16, 16),
+                 node_types: Sequence[str] = ("item", "entity", "user"),
+                 aggregator: str = "bi-interaction", kg_dropout: float = 0.1,
+                 use_attention: bool = True, uniform_weights: str = "relation",
+                 reuse_attention: bool = True, kge_reg: float = 1e-5, connection: bool = True,
+                 output_fusion: bool = True, output_activation: str = "gelu",
+                 detach_kg: bool = False, init_std: float = 0.02,
+                 recompute: bool = False) -> None:
+        super().__init__()
+        if output_activation not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, got "
+                             f"{output_activation!r}")
+        self.graph = _GraphPart(data, kg_dim, relation_dim, kg_hidden, node_types, aggregator,
+                                kg_dropout, use_attention, uniform_weights, reuse_attention,
+                                kge_reg, recompute)
+        if self.graph.num_items != num_items:
+            raise ValueError(f"the graph has {self.graph.num_items} items, the model {num_items}")
+        self.num_items = int(num_items)
+        self.dim = self.graph.enricher.out_channels
+        self.connection = connection
+        self.detach_kg = detach_kg
+        self.init_std = init_std
+        self.output_activation = output_activation
+        if connection:
+            self.special = nn.Parameter(torch.empty(2, self.dim))  # padding, [mask]
+            self.id = None
+        else:
+            self.register_parameter("special", None)
+            from .id import IDEmbedder
+
+            self.id = IDEmbedder(num_items, self.dim, init_std)
+        self.output = nn.Linear(2 * self.dim, self.dim) if output_fusion else None
+        self.reset_parameters()
+
+    @property
+    def kge(self) -> TransR:
+        return self.graph.kge
+
+    @property
+    def enricher(self) -> KGEnricher:
+        return self.graph.enricher
+
+    def reset_parameters(self) -> None:
+        if self.special is not None:
+            nn.init.normal_(self.special, std=self.init_std)
+        if self.output is not None:
+            nn.init.normal_(self.output.weight, std=self.init_std)
+            nn.init.zeros_(self.output.bias)
+
+    def kg_embeddings(self) -> Tensor:
+        r""":math:`\mathbf{E}^{*}` of the items, ``[N, q]``."""
+        kg = self.graph.enricher()
+        return kg.detach() if self.detach_kg else kg
+
+    def forward(self) -> ItemTables:
+        kg = self.kg_embeddings()
+        if self.id is not None:
+            inp = self.id()
+        else:
+            pad = torch.zeros_like(self.special[:1])
+            inp = torch.cat([kg, pad, self.special[1:]])
+        if self.output is None:
+            return ItemTables(inp, inp[: self.num_items])
+        act = OUTPUT_ACTIVATIONS[self.output_activation]
+        out = act(self.output(torch.cat([inp[: self.num_items], kg], dim=-1)))
+        return ItemTables(inp, out)
+
+    def extra_repr(self) -> str:
+        return (f"items={self.num_items}, dim={self.dim}, connection={self.connection}, "
+                f"output_fusion={self.output is not None}, "
+                f"output_activation={self.output_activation!r}, detach_kg={self.detach_kg}")
+
+
+class GatedKGItemEmbedder(nn.Module):
+    r"""One ``[N + 2, D]`` table fusing ID embeddings :math:`\mathbf{v}_i` with the items'
+    :math:`\mathbf{e}^{*}_i`: :math:`\mathbf{t}_i = \mathrm{fusion}(\mathbf{v}_i, \mathbf{e}^{*}_i)`
+    (``"gate"``: :math:`\sigma((\mathbf{v}_i \Vert \mathbf{e}^{*}_i)\mathbf{W} + \mathbf{b})`,
+    ``"concat"``, ``"sum"``; :mod:`~kgseqgraph.nn.embed.fusion`); rows :math:`N`, :math:`N+1`
+    (padding, ``[mask]``) from the ID table. The same table is read and scored against.
+
+    Arguments as :class:`KGItemEmbedder`, plus ``hidden_size`` :math:`D` and ``fusion``.
+    """
+
+    def __init__(self, data: Any, num_items: int, hidden_size: int, fusion: str = "gate",
+                 kg_dim: int = 64, relation_dim: int | None = None,
+                 kg_hidden: Sequence[int] = (32, 16, 16),
+                 node_types: Sequence[str] = ("item", "entity", "user"),
+                 aggregator: str = "bi-interaction", kg_dropout: float = 0.1,
+                 use_attention: bool = True, uniform_weights: str = "relation",
+                 reuse_attention: bool = True, kge_reg: float = 1e-5, detach_kg: bool = False,
+                 init_std: float = 0.02, recompute: bool = False) -> None:
+        super().__init__()
+        from .id import IDEmbedder
+
+        self.graph = _GraphPart(data, kg_dim, relation_dim, kg_hidden, node_types, aggregator,
+                                kg_dropout, use_attention, uniform_weights, reuse_attention,
+                                kge_reg, recompute)
+        if self.graph.num_items != num_items:
+            raise ValueError(f"the graph has {self.graph.num_items} items, the model {num_items}")
+        self.num_items = int(num_items)
+        self.detach_kg = detach_kg
+        self.id = IDEmbedder(num_items, hidden_size, init_std)
+        self.fusion = build_fusion(fusion, hidden_size, self.graph.enricher.out_channels,
+                                   hidden_size)
+
+    @property
+    def kge(self) -> TransR:
+        return self.graph.kge
+
+    @property
+    def enricher(self) -> KGEnricher:
+        return self.graph.enricher
+
+    def forward(self) -> Tensor:
+        ids = self.id()
+        kg = self.graph.enricher()
+        if self.detach_kg:
+            kg = kg.detach()
+        fused = self.fusion(ids[: self.num_items], kg)
+        return torch.cat([fused, ids[self.num_items:]])
