@@ -33,12 +33,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..features.reduction import LinearProjection, pca_reduce
-from ..nn.embed.fusion import build_fusion
+from ..nn.embed.knowledge_fused import KnowledgeFusedEmbedder
 from .base import register_model
-from .sequential import IDEmbedder, SequentialConfig, SequentialModel
+from .sequential import SequentialConfig, SequentialModel
 
-__all__ = ["KIRecConfig", "KnowledgeFusedEmbedder", "KIRec"]
+__all__ = ["KIRecConfig", "KnowledgeFusedEmbedder", "KIRec"]  # the embedder: nn.embed
 
 
 @dataclass
@@ -103,64 +102,6 @@ def item_features(data: Any, names: list[str], num_items: int) -> Tensor:
             raise ValueError(f"data['item'].{name} holds NaN or inf")
         parts.append(x.float())
     return torch.cat(parts, dim=1)
-
-
-class KnowledgeFusedEmbedder(nn.Module):
-    r"""The ``[N + 2, D]`` item table of KIRec: fused rows for items, zero padding, fused ``[mask]``
-    row from the ID embedding alone (:math:`\mathbf{e} = \mathbf{0}` there).
-
-    Args:
-        features: fixed item features ``[N, F]``.
-        dim: :math:`D`.
-        reduction: ``"pca"`` or ``"linear"``.
-        fusion: ``"sum"``, ``"gate"`` or ``"concat"``.
-        init_std: std of the ID embeddings.
-        feature_dropout: dropout on :math:`\mathbf{e}` while training.
-        feature_scale: global std the fixed features are rescaled to (PCA output, or the raw
-            features before a learned projection); default ``init_std``.
-        seed: PCA seed (randomised PCA only).
-    """
-
-    def __init__(self, features: Tensor, dim: int, reduction: str = "pca", fusion: str = "sum",
-                 init_std: float = 0.02, feature_dropout: float = 0.0,
-                 feature_scale: float | None = None, seed: int = 0) -> None:
-        super().__init__()
-        num_items, feat_dim = features.shape
-        self.num_items, self.dim, self.reduction = num_items, dim, reduction
-        scale = init_std if feature_scale is None else feature_scale
-        self.ids = IDEmbedder(num_items, dim, init_std)
-        if reduction == "pca":
-            if dim > min(num_items, feat_dim):
-                raise ValueError(f"PCA to {dim} dimensions needs at least {dim} items and "
-                                 f"features, got {tuple(features.shape)}")
-            self.register_buffer("features", pca_reduce(features, dim, seed=seed) * scale)
-            self.project = None
-        elif reduction == "linear":
-            x = features.float()
-            self.register_buffer("features", x * (scale / x.std().clamp_min(1e-12)))
-            self.project = LinearProjection(feat_dim, dim)
-        else:
-            raise ValueError(f"reduction must be 'pca' or 'linear', got {reduction!r}")
-        self.fusion = build_fusion(fusion, dim, dim)
-        self.dropout = nn.Dropout(feature_dropout)
-
-    def reduced(self) -> Tensor:
-        """:math:`\\mathbf{E} \\in \\mathbb{R}^{N \\times D}`."""
-        e = self.features if self.project is None else self.project(self.features)
-        return self.dropout(e)
-
-    def forward(self) -> Tensor:
-        v = self.ids()  # [N + 2, D], padding row zero
-        e = self.reduced()
-        e = torch.cat([e, e.new_zeros(2, self.dim)])
-        fused = self.fusion(v, e)
-        pad = torch.zeros(1, fused.size(1), device=fused.device, dtype=fused.dtype)
-        return torch.cat([fused[: self.num_items], pad, fused[self.num_items + 1:]])
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.num_items} + 2, {self.dim}, "
-                f"features={self.features.size(1) if self.project is None else self.project.in_dim}"
-                f", reduction={self.reduction}, fusion={type(self.fusion).__name__})")
 
 
 @register_model("kirec")

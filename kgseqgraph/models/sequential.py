@@ -34,6 +34,7 @@ from ..data.batching import (IGNORE_INDEX, append_mask_token, cloze_mask, pad_se
                              padding_id, shifted_targets)
 from ..data.sequences import Sequences
 from ..nn.embed.id import IDEmbedder
+from ..nn.heads import PredictionHead
 from ..nn.embed.tables import ItemTables, as_item_tables
 from ..nn.encoders.base import encode_at
 from ..nn.losses import catalogue_cross_entropy
@@ -62,7 +63,7 @@ def build_encoder(name: str, hidden_size: int, max_len: int, **kwargs: Any) -> n
 
 @dataclass
 class SequentialConfig:
-    """Configuration of :class:`SequentialModel` (JSON round-trips through ``save_pretrained``).
+    r"""Configuration of :class:`SequentialModel` (JSON round-trips through ``save_pretrained``).
 
     Args:
         num_items: catalogue size :math:`N`.
@@ -107,43 +108,6 @@ class SequentialConfig:
             raise ValueError(f"objective must be 'next' or 'cloze', got {self.objective!r}")
         if self.num_items <= 0 or self.max_len <= 1:
             raise ValueError("num_items must be positive and max_len > 1")
-
-
-class PredictionHead(nn.Module):
-    r"""BERT4Rec's output layer: :math:`\mathbf{h}' = \mathrm{LN}(\mathrm{GELU}(\mathbf{h}
-    \mathbf{W}^P + \mathbf{b}^P))` and a per-item output bias :math:`\mathbf{b}^O`, so the
-    logits over the catalogue are :math:`\mathbf{h}'\mathbf{T}^\top + \mathbf{b}^O`.
-
-    :meth:`augment` folds the bias into one matrix product, :math:`[\mathbf{h}', 1]\,
-    [\mathbf{T}, \mathbf{b}^O]^\top`, so the blocked full-catalogue loss and the exported
-    scorer need nothing else. Initialised as RecBole: :math:`\mathbf{W}^P \sim
-    \mathcal{N}(0, \sigma^2)`, biases 0, layer norm identity.
-    """
-
-    def __init__(self, dim: int, num_items: int, init_std: float = 0.02,
-                 eps: float = 1e-12) -> None:
-        super().__init__()
-        self.transform = nn.Linear(dim, dim)
-        self.norm = nn.LayerNorm(dim, eps=eps)
-        self.output_bias = nn.Parameter(torch.zeros(num_items))
-        self.init_std = init_std
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.transform.weight, std=self.init_std)
-        nn.init.zeros_(self.transform.bias)
-        self.norm.reset_parameters()
-        nn.init.zeros_(self.output_bias)
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        """:math:`\mathbf{h}'` for encoder outputs ``[..., D]``."""
-        return self.norm(F.gelu(self.transform(hidden)))
-
-    @staticmethod
-    def augment(hidden: Tensor, weight: Tensor, bias: Tensor) -> tuple[Tensor, Tensor]:
-        """``([h, 1], [T, b])``: their product is ``h @ T.t() + b``."""
-        ones = hidden.new_ones(hidden.shape[:-1] + (1,))
-        return torch.cat([hidden, ones], -1), torch.cat([weight, bias.unsqueeze(1)], 1)
 
 
 class SequentialModel(SequentialRecommender):

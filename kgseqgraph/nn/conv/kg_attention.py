@@ -1,20 +1,18 @@
 r"""KGAT / KATRec knowledge-aware attentive propagation as a PyG ``MessagePassing`` layer."""
 from __future__ import annotations
 
-import itertools
 import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.utils import softmax
 
-from ..ops.segment_softmax import _gathered_edge_dots, _scatter_scaled
+from ..ops.relation_attention import PairIndex, pair_index, relation_groups, relation_scores
 
 __all__ = ["KGAttentionConv", "EdgePlan", "AGGREGATORS", "CONV_BACKENDS"]
 
@@ -22,160 +20,6 @@ AGGREGATORS = ("bi-interaction", "gcn", "graphsage")
 #: ``"pyg"`` is PyG's own path (``torch_geometric.utils.softmax`` + ``propagate``); the others
 #: select the backend of the fused :func:`~kgseqgraph.nn.ops.segment_softmax_aggregate`.
 CONV_BACKENDS = ("auto", "torch", "triton", "scatter", "pyg")
-
-
-_DOT_CHUNK = 16384  # edges per chunk in _GatherDot: small temporaries stay in cache and are reused
-
-
-class _PairIndex(NamedTuple):
-    """The distinct ``(node, relation)`` pairs at one end of the edges, grouped by relation, and
-    the edges grouped by pair (for the backward pass of :class:`_GatherDot`)."""
-
-    node: Tensor  # [U] node of each distinct pair; pairs sorted by (relation, node)
-    counts: list[int]  # [R] pairs per relation
-    inverse: Tensor  # [E] pair of every edge
-    order: Tensor  # [E] edges sorted by pair (stable)
-    offsets: Tensor  # [U + 1] CSR offsets of the pairs in ``order``
-
-
-def _pairs(node: Tensor, edge_type: Tensor, num_nodes: int, num_relations: int) -> _PairIndex:
-    uniq, inv = torch.unique(edge_type * num_nodes + node, return_inverse=True)
-    counts = torch.bincount(uniq // num_nodes, minlength=num_relations).tolist()
-    order = torch.argsort(inv, stable=True)
-    offsets = torch.zeros(uniq.numel() + 1, dtype=torch.long, device=node.device)
-    torch.cumsum(torch.bincount(inv, minlength=uniq.numel()), 0, out=offsets[1:])
-    return _PairIndex(uniq % num_nodes, counts, inv, order, offsets)
-
-
-class _GatherDot(torch.autograd.Function):
-    r"""``out[e] = <a[ia[e]], b[ib[e]]>`` (a sampled dense-dense product) that keeps no ``[E, d]``
-    tensor for the backward pass. The forward pass gathers in cache-sized chunks; the backward
-    pass is two weighted segment sums, :math:`\partial a_u = \sum_{e: ia[e] = u} g_e\,
-    b_{ib[e]}` (and symmetrically for ``b``), each one ``embedding_bag`` over the edges grouped by
-    their ``a`` (resp. ``b``) row — no scatter-add."""
-
-    @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor, pa: _PairIndex, pb: _PairIndex) -> Tensor:
-        ia, ib = pa.inverse, pb.inverse
-        out = a.new_empty(ia.numel())
-        for s in range(0, ia.numel(), _DOT_CHUNK):
-            sl = slice(s, s + _DOT_CHUNK)
-            torch.sum(a.index_select(0, ia[sl]) * b.index_select(0, ib[sl]), -1, out=out[sl])
-        ctx.save_for_backward(a, b)
-        ctx.pairs = (pa, pb)
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        a, b = ctx.saved_tensors
-        pa, pb = ctx.pairs
-
-        def seg(p: _PairIndex, other: _PairIndex, rows: Tensor) -> Tensor:
-            return F.embedding_bag(other.inverse.index_select(0, p.order), rows, p.offsets,
-                                   mode="sum", per_sample_weights=grad.index_select(0, p.order),
-                                   include_last_offset=True)
-
-        ga = seg(pa, pb, b) if ctx.needs_input_grad[0] else None
-        gb = seg(pb, pa, a) if ctx.needs_input_grad[1] else None
-        return ga, gb, None, None
-
-
-class _RecomputedRelationScores(torch.autograd.Function):
-    r""":math:`\pi_e` of every edge, one relation at a time, keeping nothing per edge or per
-    ``(node, relation)`` pair for the backward pass: it saves the node table and the relation
-    parameters and recomputes each relation's projections
-    :math:`\mathbf{k} = \mathbf{W}_r\mathbf{x}_t`,
-    :math:`\mathbf{q} = \tanh(\mathbf{W}_r\mathbf{x}_h + \mathbf{e}_r)` in backward. With
-    :math:`g_e = \partial L / \partial \pi_e` and :math:`\mathbf{u} = \mathbf{W}_r\mathbf{x}_h +
-    \mathbf{e}_r`:
-
-    .. math::
-        \bar{\mathbf{k}}_p = \sum_{e: t(e) = p} g_e \mathbf{q}_{h(e)}, \quad
-        \bar{\mathbf{q}}_p = \sum_{e: h(e) = p} g_e \mathbf{k}_{t(e)}, \quad
-        \bar{\mathbf{u}} = \bar{\mathbf{q}} \odot (1 - \mathbf{q}^2),
-
-    :math:`\partial\mathbf{W}_r = \mathbf{X}_t^\top \bar{\mathbf{K}} + \mathbf{X}_h^\top
-    \bar{\mathbf{U}}`, :math:`\partial\mathbf{e}_r = \sum \bar{\mathbf{u}}`, and the node
-    gradients :math:`\bar{\mathbf{K}}\mathbf{W}_r^\top`, :math:`\bar{\mathbf{U}}
-    \mathbf{W}_r^\top` added at the pairs' nodes. Peak extra memory: the largest relation's
-    pair blocks, instead of all pairs of all relations held from forward to backward; the price
-    is the projections computed twice.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan) -> Tensor:
-        ctx.save_for_backward(x, rel_emb, rel_proj)
-        ctx.plan = plan
-        score = x.new_empty(plan.edge_type.numel())
-        for b in _per_relation(x, rel_emb, rel_proj, plan):
-            score[b.edges] = _gathered_edge_dots(b.k, b.tl, b.q, b.hl)
-        return score
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad: Tensor):
-        x, rel_emb, rel_proj = ctx.saved_tensors
-        plan = ctx.plan
-        gx = torch.zeros_like(x)
-        g_emb = torch.zeros_like(rel_emb)
-        g_proj = torch.zeros_like(rel_proj)
-        for b in _per_relation(x, rel_emb, rel_proj, plan):
-            g = grad.index_select(0, b.edges)
-            gk = _scatter_scaled(b.q, b.hl, g, b.tl, b.k.size(0))  # gk[tl] += g * q[hl]
-            gu = _scatter_scaled(b.k, b.tl, g, b.hl, b.q.size(0)).mul_(1.0 - b.q * b.q)
-            w = rel_proj[b.relation]
-            g_proj[b.relation] = b.xt.t() @ gk + b.xh.t() @ gu
-            g_emb[b.relation] = gu.sum(0)
-            gx.index_add_(0, b.t_rows, gk @ w.t())
-            gx.index_add_(0, b.h_rows, gu @ w.t())
-        return gx, g_emb, g_proj, None
-
-
-class _RelationBlock(NamedTuple):
-    """One relation's edges and projections (see :func:`_per_relation`)."""
-
-    relation: int
-    edges: Tensor  # [E_r] its edges
-    tl: Tensor  # [E_r] local tail-pair index of each edge
-    hl: Tensor  # [E_r] local head-pair index of each edge
-    t_rows: Tensor  # [P_t] node of each tail pair
-    h_rows: Tensor  # [P_h] node of each head pair
-    xt: Tensor  # [P_t, d] x at the tail pairs
-    xh: Tensor  # [P_h, d] x at the head pairs
-    k: Tensor  # [P_t, d_r] W_r x_t
-    q: Tensor  # [P_h, d_r] tanh(W_r x_h + e_r)
-
-
-def _per_relation(x: Tensor, rel_emb: Tensor, rel_proj: Tensor, plan: EdgePlan):
-    """For every relation with edges, a :class:`_RelationBlock`: its edges, the local pair
-    index of their tails/heads, and the relation's tail and head projections."""
-    t, h = plan.tails, plan.heads
-    by_rel, rel_off = plan.by_relation, plan.relation_offsets
-    if by_rel is None:
-        by_rel, rel_off = _relation_groups(plan.edge_type, plan.num_relations)
-    t_off = [0, *itertools.accumulate(t.counts)]
-    h_off = [0, *itertools.accumulate(h.counts)]
-    for r in range(plan.num_relations):
-        if rel_off[r + 1] == rel_off[r]:
-            continue
-        edges = by_rel[rel_off[r]:rel_off[r + 1]]
-        tl = t.inverse.index_select(0, edges) - t_off[r]
-        hl = h.inverse.index_select(0, edges) - h_off[r]
-        t_rows, h_rows = t.node[t_off[r]:t_off[r + 1]], h.node[h_off[r]:h_off[r + 1]]
-        xt, xh = x.index_select(0, t_rows), x.index_select(0, h_rows)
-        w = rel_proj[r]
-        k = xt @ w
-        q = torch.tanh(torch.addmm(rel_emb[r], xh, w))
-        yield _RelationBlock(r, edges, tl, hl, t_rows, h_rows, xt, xh, k, q)
-
-
-def _relation_groups(edge_type: Tensor, num_relations: int) -> tuple[Tensor, list[int]]:
-    """Edges sorted by relation (stable) and the CSR offsets of every relation's block."""
-    order = torch.argsort(edge_type, stable=True)
-    offsets = [0, *itertools.accumulate(torch.bincount(edge_type, minlength=num_relations)
-                                        .tolist())]
-    return order, offsets
 
 
 class EdgePlan(NamedTuple):
@@ -189,8 +33,8 @@ class EdgePlan(NamedTuple):
     edge_type: Tensor  # [E]
     ptr: Tensor | None  # [N + 1] CSR offsets over heads (fused backends)
     num_relations: int
-    tails: _PairIndex | None  # (None when attention is off)
-    heads: _PairIndex | None
+    tails: PairIndex | None  # (None when attention is off)
+    heads: PairIndex | None
     by_relation: Tensor | None = None  # [E] edges sorted by relation (recomputed scores)
     relation_offsets: list[int] | None = None  # [R + 1] offsets of each relation in by_relation
 
@@ -198,24 +42,10 @@ class EdgePlan(NamedTuple):
 def _relation_scores(x: Tensor, plan: EdgePlan, rel_emb: Tensor, rel_proj: Tensor,
                      recompute: bool = False) -> Tensor:
     r""":math:`\pi_e = (\mathbf{W}_r\mathbf{x}_t)^\top\tanh(\mathbf{W}_r\mathbf{x}_h + \mathbf{e}_r)`
-    for every edge ``e = (t = src[e]) -> (h = dst[e])`` of relation ``r = edge_type[e]``.
-
-    :math:`\mathbf{W}_r\mathbf{x}_t` and :math:`\tanh(\mathbf{W}_r\mathbf{x}_h + \mathbf{e}_r)`
-    are computed once per distinct ``(node, relation)`` pair (a film's dozens of ``actor`` edges
-    share one head projection), one dense matmul per relation, and the per-edge dot product is
-    taken without materialising ``[E, d_r]`` tensors for the backward pass.
-    """
-    if plan.edge_type.numel() == 0:
-        return x.new_zeros(0)
-    if recompute:
-        return _RecomputedRelationScores.apply(x, rel_emb, rel_proj, plan)
-    weights, biases = rel_proj.unbind(0), rel_emb.unbind(0)
-    t, h = plan.tails, plan.heads
-    xt = x.index_select(0, t.node).split(t.counts)
-    xh = x.index_select(0, h.node).split(h.counts)
-    k = torch.cat([xr @ w for xr, w, c in zip(xt, weights, t.counts) if c])
-    q = torch.cat([torch.tanh(xr @ w + b) for xr, w, b, c in zip(xh, weights, biases, h.counts) if c])
-    return _GatherDot.apply(k, q, t, h)
+    for every edge of the plan (:func:`~kgseqgraph.nn.ops.relation_scores`)."""
+    return relation_scores(x, rel_emb, rel_proj, plan.edge_type, plan.tails, plan.heads,
+                           recompute=recompute, by_relation=plan.by_relation,
+                           relation_offsets=plan.relation_offsets)
 
 
 class KGAttentionConv(MessagePassing):
@@ -301,7 +131,8 @@ class KGAttentionConv(MessagePassing):
         backend: ``"auto" | "torch" | "triton" | "scatter"`` (fused op) or ``"pyg"``.
         recompute_scores: keep nothing per edge or per ``(node, relation)`` pair from the
             attention logits for the backward pass: they are computed one relation at a time and
-            the projections recomputed in backward (:class:`_RecomputedRelationScores`). With the
+            the projections recomputed in backward
+            (:func:`~kgseqgraph.nn.ops.relation_scores` with ``recompute=True``). With the
             gather-free aggregation (which this option selects on every device, CUDA included,
             in place of the Triton kernels) the layer keeps ``O(E)`` scalars for backward (no
             ``[E, d]`` tensors) — for graphs of tens of millions of edges — at the cost of
@@ -432,11 +263,11 @@ class KGAttentionConv(MessagePassing):
             if E and int(edge_type.max()) >= num_relations:
                 raise ValueError(f"edge_type has relation {int(edge_type.max())} but only "
                                  f"{num_relations} relations are parameterised")
-            tails = _pairs(edge_index[0], edge_type, num_nodes, num_relations)
-            heads = _pairs(edge_index[1], edge_type, num_nodes, num_relations)
+            tails = pair_index(edge_index[0], edge_type, num_nodes, num_relations)
+            heads = pair_index(edge_index[1], edge_type, num_nodes, num_relations)
         by_relation = relation_offsets = None
         if num_relations is not None and self.recompute_scores:
-            by_relation, relation_offsets = _relation_groups(edge_type, num_relations)
+            by_relation, relation_offsets = relation_groups(edge_type, num_relations)
         return EdgePlan(perm, edge_index, edge_type, ptr, num_relations or 0, tails, heads,
                         by_relation, relation_offsets)
 
@@ -460,7 +291,7 @@ class KGAttentionConv(MessagePassing):
         rel_emb, rel_proj = self._relations(rel_emb, rel_proj)
         if plan is None:
             plan = EdgePlan(None, edge_index, edge_type, None, rel_proj.size(0),
-                            *(_pairs(n, edge_type, x.size(0), rel_proj.size(0))
+                            *(pair_index(n, edge_type, x.size(0), rel_proj.size(0))
                               for n in (edge_index[0], edge_index[1])))
             if edge_type.numel() and int(edge_type.max()) >= rel_proj.size(0):
                 raise ValueError(f"edge_type has relation {int(edge_type.max())} but only "

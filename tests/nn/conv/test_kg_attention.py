@@ -168,25 +168,6 @@ def test_attention_changes_with_training():
     assert (after - before).abs().max() > 1e-2
 
 
-def test_gather_dot_gradcheck_across_chunks(monkeypatch):
-    from kgseqgraph.nn.conv import kg_attention
-
-    monkeypatch.setattr(kg_attention, "_DOT_CHUNK", 4)  # 11 edges -> 3 chunks
-    g = torch.Generator().manual_seed(0)
-    a = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    b = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
-    # pair indices of 11 edges (relation 0 everywhere, so pair u is node u)
-    ia, ib = torch.randint(5, (11,), generator=g), torch.randint(4, (11,), generator=g)
-    ia[:5], ib[:4] = torch.arange(5), torch.arange(4)  # every row is used
-    pa = kg_attention._pairs(ia, torch.zeros(11, dtype=torch.long), 5, 1)
-    pb = kg_attention._pairs(ib, torch.zeros(11, dtype=torch.long), 4, 1)
-    assert torch.equal(pa.inverse, ia) and torch.equal(pb.inverse, ib)
-    out = kg_attention._GatherDot.apply(a, b, pa, pb)
-    torch.testing.assert_close(out, (a[ia] * b[ib]).sum(-1))
-    assert torch.autograd.gradcheck(lambda a, b: kg_attention._GatherDot.apply(a, b, pa, pb),
-                                    (a, b))
-
-
 def test_cached_plan_is_reused_and_refreshed():
     torch.manual_seed(0)
     x, ei, et = _random_graph()
