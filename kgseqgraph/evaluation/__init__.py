@@ -1,11 +1,11 @@
-"""Evaluation: tie-safe ranking metrics, the streamed full-ranking evaluator (the default
-protocol, plain keys such as ``"HR@10"``) and the sampled-negative evaluator (keys labelled with
-their protocol, ``"sampled-100/HR@10"``). See ``docs/evaluation.md``."""
+"""Evaluation: tie-safe ranking metrics and the one :class:`Evaluator` every driver uses — full
+ranking over the catalogue (the default protocol, plain keys such as ``"HR@10"``) plus, as a
+labelled option, sampled negatives (``"sampled-100/HR@10"``). See ``docs/evaluation.md``."""
 from __future__ import annotations
 
+from .evaluator import Evaluator, metric_means, sequence_slice
 from .full_ranking import (
     DEFAULT_MAX_SCORE_BYTES,
-    FullRankingEvaluator,
     ScoreFn,
     budgeted_chunk_size,
     evaluate_full_ranking,
@@ -26,7 +26,6 @@ from .metrics import (
 )
 from .sampled import (
     STRATEGIES,
-    SampledEvaluator,
     evaluate_sampled,
     sample_negatives,
     sampled_counts,
@@ -34,6 +33,9 @@ from .sampled import (
 )
 
 __all__ = [
+    "Evaluator",
+    "metric_means",
+    "sequence_slice",
     "DEFAULT_KS",
     "TIE_RULES",
     "STRATEGIES",
@@ -47,7 +49,6 @@ __all__ = [
     "ScoreFn",
     "full_ranking_counts",
     "evaluate_full_ranking",
-    "FullRankingEvaluator",
     "progress_enabled",
     "budgeted_chunk_size",
     "resolve_chunk_size",
@@ -56,5 +57,4 @@ __all__ = [
     "sampled_protocol",
     "evaluate_sampled",
     "sampled_counts",
-    "SampledEvaluator",
 ]

@@ -45,7 +45,7 @@ from .metrics import (
     ranks_from_counts,
 )
 
-__all__ = ["ScoreFn", "evaluate_full_ranking", "full_ranking_counts", "FullRankingEvaluator",
+__all__ = ["ScoreFn", "evaluate_full_ranking", "full_ranking_counts",
            "progress_enabled", "budgeted_chunk_size", "resolve_chunk_size",
            "DEFAULT_MAX_SCORE_BYTES", "DEFAULT_MAX_CHUNK_SIZE"]
 
@@ -221,82 +221,3 @@ def evaluate_full_ranking(score_fn: ScoreFn, targets: Tensor, exclude: ExcludeLi
         per_user["rank"] = ranks_from_counts(counts, ties)
         return means, per_user
     return means
-
-
-class FullRankingEvaluator:
-    """Full-ranking evaluator a trainer can hold and call with a model.
-
-    Args:
-        ks: cut-offs.
-        ties: tie rule (see :mod:`kgseqgraph.evaluation.metrics`).
-        chunk_size: users scored at a time (``None``: sized from ``max_score_bytes``).
-        exclude_history: in :meth:`evaluate_model`, remove the items of each user's input sequence
-            from the ranking (the target stays even when it was seen before). ``False`` keeps them
-            (RecBole's full-sort protocol).
-        progress: tqdm bar (only on a terminal and outside CI).
-        max_score_bytes: memory budget of one chunk's scores when ``chunk_size`` is ``None``.
-
-    Example:
-        >>> evaluator = FullRankingEvaluator(ks=(10, 20))
-        >>> metrics = evaluator.evaluate_model(model, split.inputs("valid"), split.targets("valid"))
-        ... # doctest: +SKIP
-    """
-
-    def __init__(self, ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
-                 chunk_size: int | None = None, exclude_history: bool = True,
-                 progress: bool = True, max_score_bytes: int = DEFAULT_MAX_SCORE_BYTES) -> None:
-        self.ks = _check_ks(ks)
-        self.ties = _check_ties(ties)
-        self.chunk_size = None if chunk_size is None else _check_chunk(chunk_size)
-        budgeted_chunk_size(1, max_score_bytes)  # validates the budget
-        self.max_score_bytes = int(max_score_bytes)
-        self.exclude_history = bool(exclude_history)
-        self.progress = bool(progress)
-
-    def evaluate(self, score_fn: ScoreFn, targets: Tensor, exclude: ExcludeLike = None,
-                 return_per_user: bool = False, num_items: int | None = None,
-                 ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
-        """:func:`evaluate_full_ranking` with this evaluator's settings."""
-        return evaluate_full_ranking(score_fn, targets, exclude, self.ks, self.ties,
-                                     self.chunk_size, self.progress, return_per_user, num_items,
-                                     self.max_score_bytes)
-
-    @torch.no_grad()
-    def evaluate_model(self, model: Any, inputs: Any, targets: Tensor,
-                       exclude: ExcludeLike = None, return_per_user: bool = False,
-                       ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
-        """Evaluate ``model.score(inputs.select(users)) -> [users, N]`` on every user of ``inputs``.
-
-        Args:
-            model: any object with ``score(sequences) -> [B, num_items]`` (a
-                :class:`~kgseqgraph.models.base.SequentialRecommender`); put in eval mode for
-                the call and restored afterwards.
-            inputs: input sequences (:class:`~kgseqgraph.data.Sequences`), one per target.
-            targets: ``[B]`` next items.
-            exclude: explicit exclusion sets; by default the input sequences themselves when
-                ``exclude_history`` is set, else nothing.
-        """
-        num_targets = torch.as_tensor(targets).numel()
-        if len(inputs) != num_targets:
-            raise ValueError(f"{len(inputs)} input sequences for {num_targets} targets")
-        if exclude is None and self.exclude_history:
-            exclude = (inputs.ptr, inputs.items)
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            def score_fn(start: int, end: int) -> Tensor:
-                return model.score(inputs.select(torch.arange(start, end)))
-
-            return self.evaluate(score_fn, targets, exclude, return_per_user,
-                                 getattr(model, "num_items", None))
-        finally:
-            if was_training and hasattr(model, "train"):
-                model.train(True)
-
-    __call__ = evaluate_model
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(ks={self.ks}, ties={self.ties!r}, "
-                f"chunk_size={self.chunk_size}, max_score_bytes={self.max_score_bytes}, "
-                f"exclude_history={self.exclude_history})")

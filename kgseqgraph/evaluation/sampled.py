@@ -57,7 +57,7 @@ from .metrics import (
 )
 
 __all__ = ["STRATEGIES", "sample_negatives", "evaluate_sampled", "sampled_counts",
-           "sampled_protocol", "SampledEvaluator"]
+           "sampled_protocol"]
 
 log = logging.getLogger("kgseqgraph")
 
@@ -371,77 +371,3 @@ def evaluate_sampled(scores: Tensor | Callable[..., Tensor], targets: Tensor, ne
         per_user[f"{protocol}/rank"] = ranks_from_counts(counts, ties)
         return means, per_user
     return means
-
-
-class SampledEvaluator:
-    """Sampled-negative evaluator: draws the negatives (seeded) and labels every key.
-
-    Args:
-        num_items: catalogue size.
-        n: negatives per user.
-        strategy: ``"uniform"`` or ``"popularity"``.
-        popularity: ``[N]`` weights for ``"popularity"`` (e.g. training counts).
-        seed: negatives seed (the same negatives at every call with the same inputs).
-        ks, ties, chunk_size, progress: as in :func:`evaluate_sampled`.
-
-    The protocol label is :attr:`protocol` (``"sampled-100"`` / ``"sampled-pop-100"``).
-    """
-
-    def __init__(self, num_items: int, n: int = 100, strategy: Strategy = "uniform",
-                 popularity: Tensor | None = None, seed: int = 0,
-                 ks: Iterable[int] = DEFAULT_KS, ties: TieRule = "pessimistic",
-                 chunk_size: int | None = None, progress: bool = True) -> None:
-        self.num_items = int(num_items)
-        self.n = int(n)
-        self.strategy = strategy
-        self.popularity = popularity
-        _weights(self.num_items, strategy, popularity)  # validate now
-        self.seed = int(seed)
-        self.ks = _check_ks(ks)
-        self.ties = _check_ties(ties)
-        self.chunk_size = None if chunk_size is None else _check_chunk(chunk_size)
-        self.progress = bool(progress)
-
-    @property
-    def protocol(self) -> str:
-        return sampled_protocol(self.n, self.strategy)
-
-    def negatives(self, targets: Tensor, history: ExcludeLike = None) -> Tensor:
-        """:func:`sample_negatives` with this evaluator's settings."""
-        return sample_negatives(self.num_items, targets, history, self.n, self.strategy,
-                                self.popularity, self.seed)
-
-    def evaluate(self, scores: Tensor | Callable[..., Tensor], targets: Tensor,
-                 history: ExcludeLike = None, negatives: Tensor | None = None,
-                 score_candidates: bool = False, return_per_user: bool = False,
-                 ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
-        """Sample negatives (unless given) and run :func:`evaluate_sampled`."""
-        if negatives is None:
-            negatives = self.negatives(targets, history)
-        return evaluate_sampled(scores, targets, negatives, self.ks, self.ties, self.chunk_size,
-                                self.protocol, score_candidates, self.progress, return_per_user,
-                                num_items=self.num_items)
-
-    @torch.no_grad()
-    def evaluate_model(self, model: Any, inputs: Any, targets: Tensor,
-                       return_per_user: bool = False,
-                       ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
-        """Score with ``model.score(inputs.select(users))``; negatives avoid each input sequence."""
-        was_training = getattr(model, "training", False)
-        if hasattr(model, "eval"):
-            model.eval()
-        try:
-            def score_fn(start: int, end: int) -> Tensor:
-                return model.score(inputs.select(torch.arange(start, end)))
-
-            return self.evaluate(score_fn, targets, (inputs.ptr, inputs.items),
-                                 return_per_user=return_per_user)
-        finally:
-            if was_training and hasattr(model, "train"):
-                model.train(True)
-
-    __call__ = evaluate_model
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(num_items={self.num_items}, n={self.n}, "
-                f"strategy={self.strategy!r}, seed={self.seed}, ks={self.ks}, ties={self.ties!r})")

@@ -51,6 +51,7 @@ from torch import Tensor
 from ..data.batching import training_windows
 from ..data.sequences import Sequences
 from ..data.splits import LeaveOneOutSplit
+from ..evaluation.evaluator import Evaluator
 from .checkpoint import (CHECKPOINT_NAME, atomic_torch_save, atomic_write_json, load_checkpoint,
                          rng_state, seed_everything, set_rng_state)
 from .config import RESUME_COMPATIBLE_FIELDS, TrainConfig
@@ -214,6 +215,12 @@ class Trainer:
             self.device = self.distributed.device  # one GPU a process: cuda:<LOCAL_RANK>
         self.model = model.to(self.device)
         self.progress = config.progress_enabled and self.distributed.is_main
+        self.evaluator = Evaluator(ks=config.ks, ties=config.ties,
+                                   exclude_history=config.exclude_history,
+                                   sampled_negatives=config.sampled_negatives,
+                                   sampled_strategy=config.sampled_strategy,
+                                   chunk_size=config.eval_chunk_size, progress=self.progress,
+                                   seed=config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self._loss_fn: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
 
@@ -242,7 +249,6 @@ class Trainer:
         self.test_metrics: dict[str, float] | None = None
         self.pretraining: dict[str, list[float]] = {}
         self._restored = False
-        self._negatives: dict[str, Tensor] = {}
         if resume:
             self._resume(required=resume is True)
         elif self.checkpoint_path is not None and self.checkpoint_path.exists() \
@@ -449,87 +455,37 @@ class Trainer:
         log.info(msg)
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
-    def evaluate(self, stage: str = "valid") -> dict[str, float]:
-        """Full-ranking metrics of the current weights on ``stage`` (``"valid"`` or ``"test"``).
-
-        Users are scored ``eval_chunk_size`` at a time (``None``: as many as fit a 256 MiB
-        score budget) with ``model.score`` in eval mode; each
-        user's input items are excluded from its ranking when ``config.exclude_history``. With
-        ``config.sampled_negatives`` the sampled-protocol metrics are added under
-        ``"sampled-<n>/<metric>"`` (uniform) or ``"sampled-pop-<n>/<metric>"`` keys; the
-        negatives avoid the user's history and target, are drawn once per stage from a seed
-        derived from ``config.seed`` and reused at every validation.
+    def evaluate(self, stage: str = "valid", return_per_user: bool = False,
+                 ) -> dict[str, float] | tuple[dict[str, float], dict[str, Tensor]]:
+        """Metrics of the current weights on ``stage`` (``"valid"`` or ``"test"``), by the
+        library's one :class:`~kgseqgraph.evaluation.Evaluator` (:attr:`evaluator`): full
+        ranking over the catalogue (each user's input items excluded when
+        ``config.exclude_history``, ties by ``config.ties``), plus the labelled
+        ``"sampled-<n>/…"`` metrics with ``config.sampled_negatives`` (negatives drawn once per
+        stage from a seed derived from ``config.seed`` and reused at every validation).
 
         With several processes each rank scores a contiguous block of users; the blocks' integer
         rank counters are concatenated on every rank before the metrics are computed, so every
         rank returns exactly the single-process metrics (a collective: call it on every rank).
         """
-        from ..evaluation.full_ranking import full_ranking_counts
-
-        cfg = self.config
+        popularity = None
+        if self.config.sampled_strategy == "popularity":
+            popularity = torch.bincount(self.split.train.items,
+                                        minlength=self.split.num_items).double()
         inputs = self.split.inputs(stage)
-        targets = self.split.targets(stage)
-        if len(inputs) != targets.numel():
-            raise ValueError(f"{stage}: {len(inputs)} input sequences for {targets.numel()} "
-                             "targets")
-        start, end = self.distributed.shard_range(len(inputs))
-        mine = _slice(inputs, start, end)  # this rank's users (all of them in one process)
-        exclude = (mine.ptr, mine.items) if cfg.exclude_history else None
-        model = self.model
-        was_training = model.training
-        model.eval()
-        try:
-            def score_fn(lo: int, hi: int) -> Tensor:
-                return model.score(_slice(mine, lo, hi))
+        return self.evaluator.evaluate(
+            self.model, inputs, self.split.targets(stage), stage=stage, popularity=popularity,
+            shard=self.distributed.shard_range(len(inputs)), gather=self._gather_counts,
+            return_per_user=return_per_user)
 
-            counts = self._gather_counts(
-                lambda: full_ranking_counts(score_fn, targets[start:end], exclude,
-                                            cfg.eval_chunk_size, self.progress,
-                                            num_items=getattr(model, "num_items", None)),
-                start, end, targets.numel())
-            metrics = _ranking_metrics(counts, cfg.ks, cfg.ties)
-            if cfg.sampled_negatives is not None:
-                metrics.update(self._sampled(stage, score_fn, inputs, targets, start, end))
-        finally:
-            model.train(was_training)
-        return metrics
-
-    def _gather_counts(self, compute: Callable[[], Any], start: int, end: int,
-                       total: int) -> Any:
+    def _gather_counts(self, block: Any, start: int, end: int, total: int) -> Any:
         """Rank counts of all ``total`` users from this rank's block ``[start, end)``."""
         from ..evaluation.metrics import RankCounts
 
-        empty = torch.zeros(0, dtype=torch.long)
-        mine = compute() if end > start else RankCounts(empty, empty)
+        if not self.distributed.enabled:
+            return block
         gather = self.distributed.gather_rows
-        return RankCounts(gather(mine.greater, start, total), gather(mine.ties, start, total))
-
-    def _sampled(self, stage: str, score_fn: Callable[[int, int], Tensor], inputs: Sequences,
-                 targets: Tensor, start: int, end: int) -> dict[str, float]:
-        from ..evaluation.sampled import sample_negatives, sampled_counts, sampled_protocol
-
-        cfg = self.config
-        n = cfg.sampled_negatives
-        if stage not in self._negatives:
-            popularity = None
-            if cfg.sampled_strategy == "popularity":
-                popularity = torch.bincount(self.split.train.items,
-                                            minlength=self.split.num_items).double()
-            # fixed seed per stage: the same negatives at every validation, never the test ones
-            seed = cfg.seed * 2 + (0 if stage == "valid" else 1)
-            self._negatives[stage] = sample_negatives(
-                self.split.num_items, targets, (inputs.ptr, inputs.items), n,
-                cfg.sampled_strategy, popularity, seed)
-        protocol = sampled_protocol(n, cfg.sampled_strategy)
-        counts = self._gather_counts(
-            lambda: sampled_counts(score_fn, targets[start:end],
-                                   self._negatives[stage][start:end], cfg.eval_chunk_size,
-                                   progress=self.progress, desc=protocol,
-                                   num_items=self.split.num_items),
-            start, end, targets.numel())
-        return {f"{protocol}/{k}": v
-                for k, v in _ranking_metrics(counts, cfg.ks, cfg.ties).items()}
+        return RankCounts(gather(block.greater, start, total), gather(block.ties, start, total))
 
     def test(self, load_best: bool = True) -> dict[str, float]:
         """Evaluate the test split (with the best validation weights when ``load_best`` and a
@@ -696,22 +652,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------
-def _slice(seqs: Sequences, start: int, end: int) -> Sequences:
-    """Sequences ``start … end - 1`` (contiguous CSR slice, no gather of the index)."""
-    lo, hi = int(seqs.ptr[start]), int(seqs.ptr[end])
-    times = seqs.times[lo:hi] if seqs.times is not None else None
-    return Sequences(seqs.ptr[start:end + 1] - lo, seqs.items[lo:hi], seqs.users[start:end],
-                     seqs.num_items, times)
-
-
-def _ranking_metrics(counts: Any, ks: Iterable[int], ties: str) -> dict[str, float]:
-    """Means over users of the metrics of :class:`~kgseqgraph.evaluation.metrics.RankCounts`
-    (what :func:`~kgseqgraph.evaluation.evaluate_full_ranking` returns for the same counts)."""
-    from ..evaluation.metrics import metrics_from_counts
-
-    return {k: float(v.mean()) for k, v in metrics_from_counts(counts, ks, ties).items()}
-
-
 def _check_no_leak(model: Any, split: Any) -> None:
     """Refuse a graph model built over a graph that holds held-out interactions of ``split``.
 

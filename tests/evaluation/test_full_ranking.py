@@ -6,8 +6,8 @@ import torch
 
 from kgseqgraph.data import Sequences
 from kgseqgraph.evaluation import (
+    Evaluator,
     DEFAULT_MAX_SCORE_BYTES,
-    FullRankingEvaluator,
     budgeted_chunk_size,
     evaluate_full_ranking,
     evaluate_scores,
@@ -116,21 +116,21 @@ def test_evaluator_with_model_excludes_history():
     targets = torch.tensor([0, 9, 0, 9])
     model = _HistoryLover(10, targets)
     model.train()
-    ev = FullRankingEvaluator(ks=(1, 3), chunk_size=3, progress=False)
-    m = ev(model, seqs, targets)
+    ev = Evaluator(ks=(1, 3), chunk_size=3)
+    m = ev.evaluate(model, seqs, targets)
     assert m["HR@1"] == 1.0 and m["MRR"] == 1.0
     assert model.training and model.seen_training == [False, False]  # eval inside, restored
-    keep = FullRankingEvaluator(ks=(1, 3), exclude_history=False, progress=False)
-    m2 = keep.evaluate_model(model, seqs, targets)
+    keep = Evaluator(ks=(1, 3), exclude_history=False)
+    m2 = keep.evaluate(model, seqs, targets)
     assert m2["HR@1"] == 0.0
     # users' history lengths are 2, 1, 3, 2 → target ranks 3, 2, 4, 3
     assert m2["HR@3"] == 0.75 and m2["MRR"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 4 + 1 / 3) / 4)
     # a target seen before stays in the ranking (repeat consumption): it scores 2, the other
     # history items are excluded, so it ranks first
-    m3 = ev.evaluate_model(model, seqs, torch.tensor([1, 3, 4, 7]))
+    m3 = ev.evaluate(model, seqs, torch.tensor([1, 3, 4, 7]))
     assert m3["HR@1"] == 1.0
     with pytest.raises(ValueError, match="targets"):
-        ev.evaluate_model(model, seqs, targets[:3])
+        ev.evaluate(model, seqs, targets[:3])
 
 
 def test_progress_switch(monkeypatch):
@@ -204,10 +204,10 @@ def test_budget_without_num_items_probes_one_user_first():
 def test_evaluator_and_train_config_default_to_the_budget():
     from kgseqgraph.training import TrainConfig
 
-    ev = FullRankingEvaluator(progress=False)
+    ev = Evaluator()
     assert ev.chunk_size is None and ev.max_score_bytes == DEFAULT_MAX_SCORE_BYTES
     with pytest.raises(ValueError):
-        FullRankingEvaluator(max_score_bytes=0)
+        Evaluator(max_score_bytes=0)
     assert TrainConfig().eval_chunk_size is None
     assert TrainConfig(eval_chunk_size=64).eval_chunk_size == 64
     with pytest.raises(ValueError):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kgseqgraph.evaluation import (
-    SampledEvaluator,
+    Evaluator,
     evaluate_sampled,
     sample_negatives,
     sampled_protocol,
@@ -227,11 +227,21 @@ def test_sampled_evaluator_protocol_and_model():
             out[torch.arange(len(sequences)), targets[sequences.users]] = 1.0
             return out
 
-    ev = SampledEvaluator(50, n=10, seed=4, ks=(1,), progress=False)
-    assert ev.protocol == "sampled-10" == sampled_protocol(10)
-    m = ev(Model(), seqs, targets)
-    assert m == {"sampled-10/HR@1": 1.0, "sampled-10/NDCG@1": 1.0, "sampled-10/MAP@1": 1.0,
-                 "sampled-10/MRR@1": 1.0, "sampled-10/MRR": 1.0}
-    pop = SampledEvaluator(50, n=10, strategy="popularity", popularity=torch.ones(50), ks=(1,))
-    assert pop.protocol == "sampled-pop-10"
-    assert set(pop.evaluate(torch.rand(3, 50), targets)) >= {"sampled-pop-10/HR@1"}
+    model = Model()
+    ev = Evaluator(ks=(1,), sampled_negatives=10, seed=4)
+    assert ev.sampled_protocol == "sampled-10" == sampled_protocol(10)
+    m = ev.evaluate(model, seqs, targets)
+    sampled = {k: v for k, v in m.items() if k.startswith("sampled")}
+    assert sampled == {"sampled-10/HR@1": 1.0, "sampled-10/NDCG@1": 1.0, "sampled-10/MAP@1": 1.0,
+                       "sampled-10/MRR@1": 1.0, "sampled-10/MRR": 1.0}
+    assert m["HR@1"] == 1.0  # full ranking too: the history is excluded
+    negatives = ev.negatives("valid", 50, seqs, targets)
+    assert torch.equal(negatives, ev.negatives("valid", 50, seqs, targets))  # drawn once
+    assert not torch.equal(negatives, ev.negatives("test", 50, seqs, targets))
+    pop = Evaluator(ks=(1,), sampled_negatives=10, sampled_strategy="popularity")
+    assert pop.sampled_protocol == "sampled-pop-10"
+    assert set(pop.evaluate(model, seqs, targets, popularity=torch.ones(50))) >= {
+        "sampled-pop-10/HR@1"}
+    with pytest.raises(ValueError, match="popularity"):
+        Evaluator(sampled_negatives=10, sampled_strategy="popularity").evaluate(model, seqs,
+                                                                                targets)

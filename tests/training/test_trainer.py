@@ -205,7 +205,8 @@ def test_sampled_metrics_are_labelled_and_correct(split):
     trainer = Trainer(model, split, cfg)
     got = trainer.evaluate("valid")
     assert "NDCG@10" in got and "sampled-5/NDCG@5" in got and "sampled-5/HR@1" in got
-    negs = trainer._negatives["valid"]
+    negs = trainer.evaluator.negatives("valid", split.num_items, split.valid_inputs,
+                                       split.valid_targets)
     assert negs.shape == (len(split.valid_targets), 5)
     model.eval()
     with torch.no_grad():
