@@ -57,7 +57,7 @@ def build_encoder(name: str, hidden_size: int, max_len: int, **kwargs: Any) -> n
 
 @dataclass
 class SequentialConfig:
-    """Configuration of :class:`SequentialModel` (JSON round-trips through ``save_pretrained``).
+    r"""Configuration of :class:`SequentialModel` (JSON round-trips through ``save_pretrained``).
 
     Args:
         num_items: catalogue size :math:`N`.
@@ -154,7 +154,7 @@ class PredictionHead(nn.Module):
         nn.init.zeros_(self.output_bias)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        """:math:`\mathbf{h}'` for encoder outputs ``[..., D]``."""
+        r""":math:`\mathbf{h}'` for encoder outputs ``[..., D]``."""
         return self.norm(F.gelu(self.transform(hidden)))
 
     @staticmethod
