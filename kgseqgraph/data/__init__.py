@@ -2,6 +2,7 @@
 from .errors import LINE_COLUMN, DataFormatError, DataWarning
 from .graph import (INTERACTS, BuildReport, build_collaborative_kg, kg_edge_types,
                     sanitize_relation, warn_build_report)
+from .ids import ItemIdMap, Recommendation, item_id_map
 from .views import RelationalGraph, relational_view
 from .sequences import Sequences, user_sequences
 from .splits import LeaveOneOutSplit, leave_one_out
@@ -20,6 +21,9 @@ __all__ = [
     "kg_edge_types",
     "sanitize_relation",
     "warn_build_report",
+    "ItemIdMap",
+    "Recommendation",
+    "item_id_map",
     "RelationalGraph",
     "relational_view",
     "Sequences",

@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -187,3 +189,32 @@ def test_empty_relation_name_names_the_row():
     triples.loc[0, "relation"] = "rev_genre"
     with pytest.raises(DataFormatError, match=r"triples \(row 0\): relation 'rev_genre' uses a"):
         build_collaborative_kg(_inter(), triples, _links())
+
+
+# ---------------------------------------------------------------- raw ids (issue 16, item 4)
+def test_item_id_map_translates_raw_ids_and_titles():
+    from kgseqgraph.data import ItemIdMap, Sequences, item_id_map
+
+    data = build_collaborative_kg(_inter(), _triples(), _links())
+    ids = item_id_map(data)
+    assert ids.raw_ids == ["a", "b", "c"] and ids.titles is None and ids.title(0) is None
+    assert ids.encode(["c", "a"]) == [2, 0] and ids.decode(torch.tensor([1, 2])) == ["b", "c"]
+    with pytest.raises(KeyError, match=r"unknown item id\(s\) \['zz'\].*3 items"):
+        ids.encode(["a", "zz"])
+    data["item"].title = ["Alpha", "", "Gamma"]
+    ids = ItemIdMap.from_graph(data)
+    assert ids.title(0) == "Alpha" and ids.title(1) is None
+    assert ItemIdMap.from_dict(json.loads(json.dumps(ids.to_dict()))).raw_ids == ids.raw_ids
+    # integer raw ids also match their string form (ids typed on a command line)
+    nums = ItemIdMap([10, 20, 30])
+    assert nums.encode(["30", 10]) == [2, 0]
+
+    # a real recommender on node indices: popularity (c: 2 interactions, b: 2, a: 1)
+    from kgseqgraph.models import Popularity, PopularityConfig
+
+    pop = Popularity(PopularityConfig(num_items=3)).fit(
+        Sequences.from_lists([[0, 1, 2], [1, 2]], 3))
+    recs = ids.recommend(pop, [["b"]], k=2)
+    assert [(r.rank, r.raw_id, r.title) for r in recs[0]] == [(1, "c", "Gamma"),
+                                                              (2, "a", "Alpha")]
+    assert recs[0][0].score > recs[0][1].score
