@@ -454,9 +454,10 @@ class KGDataset:
             lines = [first] + [f"{p}: {m}" for _, p, m in problems[1:]]
             source = (first_file.url or first_file.source) if len(problems) == 1 else \
                 f"the sources listed in {self.card}"
-            lines.append(f"The file looks truncated or modified: restore it from {source}, or "
-                         f"pass verify=False (command line: --no-verify) to load this copy anyway.")
-            raise DataIntegrityError(str(first_path), "\n".join(lines))
+            advice = (f"the file looks truncated or modified: restore it from {source}, or pass "
+                      f"verify=False (command line: --no-verify) to load this copy anyway")
+            # one line for one file (a command line prints it as one line)
+            raise DataIntegrityError(str(first_path), "\n".join(lines) + "; " + advice)
 
     # ------------------------------------------------------------------ cache
     def _identity(self) -> dict[str, Any]:
