@@ -15,9 +15,12 @@ one line on stderr and exit status 1; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -423,6 +426,28 @@ def _data_errors() -> tuple[type[BaseException], ...]:
     return (CLIError, DataFormatError, MissingRawFilesError, DownloadError)
 
 
+@contextlib.contextmanager
+def _data_warnings_as_lines() -> Iterator[None]:
+    """Show :class:`~kgseqgraph.data.DataWarning` s (duplicates, modified raw files…) as
+    ``kgseqgraph: warning: …`` lines instead of Python's two-line ``file:line`` form."""
+    from .data.errors import DataWarning
+
+    original = warnings.showwarning
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"kgseqgraph: warning: {message}", file=file or sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit status (errors raise :class:`SystemExit` with a
     one-line message, Ctrl-C during ``train`` returns 130 after printing how to resume)."""
@@ -440,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(max(1, int(args.threads)))
     try:
-        return _run(args)
+        with _data_warnings_as_lines():
+            return _run(args)
     except _data_errors() as err:
         if args.debug:
             raise

@@ -175,8 +175,11 @@ def test_modified_data_file_is_one_clear_error_and_no_verify_loads_it(tmp_path, 
     assert [Path(ln.split(":", 1)[0]).name for ln in lines[1:]] == [
         "ml-100k.item", "ml-100k.kg", "ml-100k.link"]
     assert "--no-verify" in lines[-1]
-    with pytest.warns(UserWarning, match="verify=False"):
-        assert run(["describe", "--dataset", "ml-100k", "--root", root, "--no-verify"]) == 0
+    capsys.readouterr()
+    assert run(["describe", "--dataset", "ml-100k", "--root", root, "--no-verify"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 and all(ln.startswith("kgseqgraph: warning: ") for ln in err)
+    assert "ml-100k.inter" in err[0] and "loading this modified copy (verify=False)" in err[0]
 
 
 @pytest.mark.realdata

@@ -454,8 +454,11 @@ class KGDataset:
             lines = [first] + [f"{p}: {m}" for _, p, m in problems[1:]]
             source = (first_file.url or first_file.source) if len(problems) == 1 else \
                 f"the sources listed in {self.card}"
-            advice = (f"the file looks truncated or modified: restore it from {source}, or pass "
-                      f"verify=False (command line: --no-verify) to load this copy anyway")
+            one = len(problems) == 1
+            advice = (f"{'the file looks' if one else 'these files look'} truncated or modified: "
+                      f"restore {'it' if one else 'them'} from {source}, or pass verify=False "
+                      f"(command line: --no-verify) to load {'this copy' if one else 'them'} "
+                      f"anyway")
             # one line for one file (a command line prints it as one line)
             raise DataIntegrityError(str(first_path), "\n".join(lines) + "; " + advice)
 
