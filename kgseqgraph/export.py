@@ -31,6 +31,12 @@ with the metadata written beside the program (catalogue size, window, padding id
 History exclusion at serving time: pass ``exclude_history=True`` to bake "score the input's
 items :math:`-\infty`" into the exported program, or mask the scores yourself (e.g. items older
 than the window, which the scorer never sees).
+
+Raw item ids: the program takes node indices ``0 … N-1``. ``export_scorer(...,
+item_ids=graph)`` (CLI: ``--raw-ids``) stores the dataset's own item ids and titles in the
+metadata; then ``scorer.pad(histories, raw_ids=True)`` takes raw ids and
+``scorer.item_ids.recommend(scorer, histories, k)`` returns raw ids and titles
+(:class:`~kgseqgraph.data.ItemIdMap`).
 """
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ from torch import Tensor, nn
 from .io import atomic_path
 
 if TYPE_CHECKING:
+    from .data.ids import ItemIdMap
     from .models.scorer import SequenceScorer
 
 log = logging.getLogger("kgseqgraph")
@@ -93,6 +100,18 @@ def _scorer_of(model: nn.Module, exclude_history: bool) -> SequenceScorer:
     if scorer is None:
         raise TypeError(f"cannot export a {type(model).__name__}: it has no scorer()")
     return scorer(exclude_history=exclude_history)
+
+
+def _item_ids_of(item_ids: Any) -> ItemIdMap | None:
+    """An :class:`~kgseqgraph.data.ItemIdMap` from a map, a graph or ``None``."""
+    from .data.ids import ItemIdMap
+
+    if item_ids is None or isinstance(item_ids, ItemIdMap):
+        return item_ids
+    if hasattr(item_ids, "node_types"):
+        return ItemIdMap.from_graph(item_ids)
+    raise TypeError(f"item_ids must be an ItemIdMap or a HeteroData graph, got "
+                    f"{type(item_ids).__name__}")
 
 
 def _metadata(model: nn.Module, scorer: SequenceScorer, fmt: str) -> dict[str, Any]:
@@ -197,7 +216,7 @@ def export_scorer(model: nn.Module, path: str | os.PathLike, format: str = "pt2"
                   exclude_history: bool = False, dynamic_length: bool | None = None,
                   verify: bool = True, atol: float = 1e-5, rtol: float = 1e-4,
                   example_batch_size: int = 2, opset_version: int | None = None,
-                  seed: int = 0) -> Path:
+                  seed: int = 0, item_ids: ItemIdMap | Any | None = None) -> Path:
     """Export ``model``'s frozen scoring path to ``path`` (written atomically).
 
     Args:
@@ -220,6 +239,9 @@ def export_scorer(model: nn.Module, path: str | os.PathLike, format: str = "pt2"
         example_batch_size: batch size of the capture example (the exported program takes any).
         opset_version: ONNX opset (``None``: the exporter's default).
         seed: seed of the example and verification inputs.
+        item_ids: the dataset's item ids (an :class:`~kgseqgraph.data.ItemIdMap`, or the graph
+            the model was trained on): stored in the metadata (``item_ids``: raw ids and
+            titles), so the loaded scorer maps raw ids (:attr:`ExportedScorer.item_ids`).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -230,12 +252,17 @@ def export_scorer(model: nn.Module, path: str | os.PathLike, format: str = "pt2"
         raise ValueError("example_batch_size must be >= 2 (a batch of 1 would be specialised)")
     scorer = _scorer_of(model, exclude_history)
     path = Path(path)
+    ids = _item_ids_of(item_ids)
+    if ids is not None and len(ids) != scorer.num_items:
+        raise ValueError(f"item_ids has {len(ids)} items, the model scores {scorer.num_items}: "
+                         "pass the graph the model was trained on")
+    extra = {"item_ids": ids.to_dict()} if ids is not None else {}
     if dynamic_length is not None:
         return _export(model, scorer, path, format, dynamic_length, verify, atol, rtol,
-                       example_batch_size, opset_version, seed)
+                       example_batch_size, opset_version, seed, extra)
     try:
         return _export(model, scorer, path, format, True, verify, atol, rtol,
-                       example_batch_size, opset_version, seed)
+                       example_batch_size, opset_version, seed, extra)
     except ImportError:
         raise
     except Exception as err:  # noqa: BLE001 - any capture failure: retry with a fixed window
@@ -243,12 +270,13 @@ def export_scorer(model: nn.Module, path: str | os.PathLike, format: str = "pt2"
                  "window of %d columns", format, type(err).__name__, str(err).splitlines()[0],
                  scorer.window)
         return _export(model, scorer, path, format, False, verify, atol, rtol,
-                       example_batch_size, opset_version, seed)
+                       example_batch_size, opset_version, seed, extra)
 
 
 def _export(model: nn.Module, scorer: SequenceScorer, path: Path, format: str,
             dynamic_length: bool, verify: bool, atol: float, rtol: float,
-            example_batch_size: int, opset_version: int | None, seed: int) -> Path:
+            example_batch_size: int, opset_version: int | None, seed: int,
+            extra: dict[str, Any]) -> Path:
     device = scorer.item_table.device
     n, window = scorer.num_items, scorer.window
     dynamic_length = dynamic_length and window > 1
@@ -260,7 +288,7 @@ def _export(model: nn.Module, scorer: SequenceScorer, path: Path, format: str,
     if dynamic_length:
         check.append(_example_inputs(n, max(1, window // 2), 4, seed + 3).to(device))
         check.append(_example_inputs(n, 1, 3, seed + 4).to(device))
-    meta = {**_metadata(model, scorer, format), "dynamic_length": dynamic_length}
+    meta = {**_metadata(model, scorer, format), "dynamic_length": dynamic_length, **extra}
     with atomic_path(path) as tmp:
         if format == "pt2":
             _write_pt2(scorer, example, tmp, meta)
@@ -338,7 +366,20 @@ class ExportedScorer:
         """Whether inputs may have fewer columns than :attr:`window` (else exactly ``window``)."""
         return bool(self.metadata.get("dynamic_length", False))
 
-    def pad(self, sequences: Sequence[Sequence[int]], length: int | None = None) -> Tensor:
+    @property
+    def item_ids(self) -> ItemIdMap | None:
+        """The dataset's item ids and titles, when the export stored them (``item_ids=`` /
+        ``--raw-ids``), else ``None``."""
+        if "item_ids" not in self.metadata:
+            return None
+        if getattr(self, "_item_ids", None) is None:
+            from .data.ids import ItemIdMap
+
+            self._item_ids = ItemIdMap.from_dict(self.metadata["item_ids"])
+        return self._item_ids
+
+    def pad(self, sequences: Sequence[Sequence[Any]], length: int | None = None, *,
+            raw_ids: bool = False) -> Tensor:
         """Left-pad item-id lists (oldest first) into ``LongTensor[B, length]``, keeping the
         most recent ``window`` items of longer lists.
 
@@ -346,7 +387,15 @@ class ExportedScorer:
             sequences: one list of item ids per row.
             length: columns (``None``: the longest kept row, at least 1, for a scorer with a
                 dynamic length; ``window`` otherwise).
+            raw_ids: the ids are the dataset's own (mapped with :attr:`item_ids`), not node
+                indices.
         """
+        if raw_ids:
+            if self.item_ids is None:
+                raise ValueError("this scorer was exported without the dataset's item ids "
+                                 "(export_scorer(..., item_ids=graph) / kgseqgraph export "
+                                 "--raw-ids): pass node indices 0..num_items-1")
+            sequences = [self.item_ids.encode(s) for s in sequences]
         rows = [list(s)[-self.window:] for s in sequences]
         if length is None:
             length = (max([1] + [len(r) for r in rows]) if self.dynamic_length
@@ -370,6 +419,20 @@ class ExportedScorer:
                              "ExportedScorer.pad does both)")
         with torch.no_grad():
             return self.program(items.long().to(self.device))
+
+    def recommend(self, item_sequences: Sequence[Sequence[int]], k: int = 10,
+                  exclude_seen: bool = True) -> tuple[Tensor, Tensor]:
+        """Top-``k`` node indices and their scores for each history of node indices (oldest
+        first), like :meth:`~kgseqgraph.models.SequentialRecommender.recommend`; items of the
+        whole history are excluded with ``exclude_seen``. For raw ids and titles:
+        ``scorer.item_ids.recommend(scorer, histories, k)``."""
+        scores = self(self.pad(item_sequences)).float().cpu()
+        if exclude_seen:
+            for row, seq in enumerate(item_sequences):
+                if len(seq):
+                    scores[row, torch.as_tensor(list(seq), dtype=torch.long)] = float("-inf")
+        top = torch.topk(scores, min(k, scores.size(1)), dim=1)
+        return top.indices, top.values
 
     def __repr__(self) -> str:
         m = self.metadata

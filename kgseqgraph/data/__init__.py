@@ -1,6 +1,8 @@
 """The collaborative KG (HeteroData) builder, its views, sequences, splits and batching."""
-from .errors import LINE_COLUMN, DataFormatError
-from .graph import INTERACTS, BuildReport, build_collaborative_kg, kg_edge_types, sanitize_relation
+from .errors import LINE_COLUMN, DataFormatError, DataWarning
+from .graph import (INTERACTS, BuildReport, build_collaborative_kg, kg_edge_types,
+                    sanitize_relation, warn_build_report)
+from .ids import ItemIdMap, Recommendation, item_id_map
 from .views import RelationalGraph, relational_view
 from .sequences import Sequences, user_sequences
 from .splits import LeaveOneOutSplit, leave_one_out
@@ -12,11 +14,16 @@ from .fingerprint import compare_fingerprints, graph_fingerprint
 __all__ = [
     "LINE_COLUMN",
     "DataFormatError",
+    "DataWarning",
     "INTERACTS",
     "BuildReport",
     "build_collaborative_kg",
     "kg_edge_types",
     "sanitize_relation",
+    "warn_build_report",
+    "ItemIdMap",
+    "Recommendation",
+    "item_id_map",
     "RelationalGraph",
     "relational_view",
     "Sequences",

@@ -1,7 +1,7 @@
 """Errors raised for bad input data, always naming the file, the row and what was expected."""
 from __future__ import annotations
 
-__all__ = ["DataFormatError", "LINE_COLUMN"]
+__all__ = ["DataFormatError", "DataWarning", "LINE_COLUMN"]
 
 #: Optional column a loader may add to a frame with the 1-based line number of each row in its
 #: source file; the graph builder then names that line in its errors instead of a frame row.
@@ -23,3 +23,9 @@ class DataFormatError(ValueError):
         self.detail = message
         where = self.source if line is None else f"{self.source}, line {line}"
         super().__init__(f"{where}: {message}")
+
+
+class DataWarning(UserWarning):
+    """Input data was filtered, merged or is suspicious (duplicates, dangling links, a raw file
+    that differs from the published one): shown through :mod:`warnings`, so a Python user sees
+    it without configuring logging; the counts are also kept in ``data.build_report``."""

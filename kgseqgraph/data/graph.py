@@ -5,7 +5,10 @@ Layout (see ``DESIGN.md``):
 
 * node types ``user``, ``item`` and ``entity`` (KG entities that are not items), each with
   ``num_nodes`` and ``raw_id`` (the original ids, in node order);
-* ``('user', 'interacts', 'item')`` with ``edge_index``, ``time`` (int64) and optional ``rating``;
+* ``('user', 'interacts', 'item')`` with ``edge_index``, ``time`` and optional ``rating``;
+  ``time`` is int64 when every input time is a whole number (Unix seconds, positions), float64
+  when some are fractional (never rounded: ``0.3, 0.1, 0.2`` keep their order); datetimes become
+  seconds since the epoch (UTC for time-zone-aware ones, float64 when sub-second);
   edges are stored sorted by user, then time, then input row (a stable sort), so every user's
   time-ordered sequence is a contiguous slice; reverse ``('item', 'rev_interacts', 'user')``;
 * one edge type per KG relation and node-type pair: ``('item', rel, 'entity')``,
@@ -14,15 +17,21 @@ Layout (see ``DESIGN.md``):
   ``film_film_genre``) and ``data.relation_names`` maps it back; every KG edge type has a reverse
   ``rev_<rel>`` edge type;
 * ``data['item'].text`` (``list[str]``) when item text is given;
-* ``data.build_report``: counts of everything that was filtered, merged or defaulted.
+* ``data.build_report``: counts of everything that was filtered, merged or defaulted; whatever
+  was dropped or looks like an input mistake (duplicates, dangling links) is also reported with
+  one :class:`~kgseqgraph.data.DataWarning` per build (:func:`warn_build_report`).
 
 A KG head or tail that is linked to an item (``links`` frame) becomes that item's node, so KG
 propagation reaches the items that sequences are made of.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
+import warnings
+from collections.abc import Iterator
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,7 +41,7 @@ import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
-from .errors import LINE_COLUMN, DataFormatError
+from .errors import LINE_COLUMN, DataFormatError, DataWarning
 
 __all__ = [
     "BuildReport",
@@ -40,6 +49,9 @@ __all__ = [
     "build_collaborative_kg",
     "sanitize_relation",
     "kg_edge_types",
+    "REPORT_REASONS",
+    "warn_build_report",
+    "deferred_report_warnings",
 ]
 
 log = logging.getLogger("kgseqgraph")
@@ -49,6 +61,56 @@ REV_INTERACTS = ("item", "rev_interacts", "user")
 _NODE_TYPES = ("user", "item", "entity")
 
 
+#: ``build_report`` keys that are reported with a :class:`DataWarning` (what was dropped, or
+#: looks like an input mistake), with what they count. Loaders add their own keys here.
+REPORT_REASONS: dict[str, str] = {
+    "interactions_duplicate_kept": "interaction rows repeating an earlier (user, item, time), "
+                                   "kept (drop_duplicate_interactions=True drops them)",
+    "interactions_duplicate_dropped": "interaction rows repeating an earlier (user, item, time), "
+                                      "dropped",
+    "links_unknown_item_dropped": "links whose item is not in the catalogue, dropped",
+    "links_duplicate": "repeated (item, entity) links, merged",
+    "links_entity_to_several_items": "links of an entity already linked to another item (the "
+                                     "first link is kept)",
+    "links_entity_not_in_kg": "links to an entity that no triple mentions (those items get no KG "
+                              "edges)",
+    "triples_duplicate_dropped": "repeated (head, relation, tail) triples, dropped",
+    "item_text_unknown_item_dropped": "item-text rows for items not in the catalogue, dropped",
+    "user_features_unknown_user_dropped": "user-feature rows for users without interactions, "
+                                          "dropped",
+}
+
+
+def warn_build_report(report: dict[str, int], what: str = "the collaborative KG",
+                      stacklevel: int = 2) -> str | None:
+    """Issue one :class:`DataWarning` listing the :data:`REPORT_REASONS` counts of ``report``
+    (a ``data.build_report``) that are non-zero, and return its text (``None``: nothing to
+    report). Dataset loaders call it again when they read a graph from their cache, so the
+    warning never disappears after the first load."""
+    lines = [f"{report[k]:,} {why} [{k}]" for k, why in REPORT_REASONS.items() if report.get(k)]
+    if not lines:
+        return None
+    text = f"{what}: " + "; ".join(lines) + " (counts in data.build_report)"
+    warnings.warn(text, DataWarning, stacklevel=stacklevel + 1)
+    return text
+
+
+_WARN_IN_BUILDER: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "kgseqgraph_warn_in_builder", default=True)
+
+
+@contextlib.contextmanager
+def deferred_report_warnings() -> Iterator[None]:
+    """Inside this block :func:`build_collaborative_kg` does not warn about its report: the
+    caller (a dataset loader, which adds counts of its own) calls :func:`warn_build_report` once
+    for the final ``build_report``."""
+    token = _WARN_IN_BUILDER.set(False)
+    try:
+        yield
+    finally:
+        _WARN_IN_BUILDER.reset(token)
+
+
 @dataclass
 class BuildReport:
     """What the builder filtered, merged or defaulted, so nothing is dropped silently."""
@@ -56,10 +118,10 @@ class BuildReport:
     counts: dict[str, int] = field(default_factory=dict)
 
     def add(self, key: str, n: int, why: str | None = None) -> None:
+        """Count ``n`` under ``key`` (nothing when ``n`` is 0). ``why`` is kept for the
+        reader of the code; what is reported to the user is :data:`REPORT_REASONS`."""
         if n:
             self.counts[key] = self.counts.get(key, 0) + int(n)
-            if why:
-                log.warning("%s: %d (%s)", key, n, why)
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
@@ -113,10 +175,32 @@ def _check_no_nulls(frame: pd.DataFrame, cols: Sequence[str], source: str) -> No
                                   line)
 
 
-def _to_int64_time(frame: pd.DataFrame, source: str) -> np.ndarray:
+def _time_columns(frame: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(key, stored)``: an exact sort key of the ``time`` column and the values to store.
+
+    Numbers: int64 when all are whole (``key`` = ``stored``), else float64 (never rounded).
+    Datetimes (time-zone aware ones converted to UTC): seconds since the epoch, int64 when all
+    are whole seconds, else float64 seconds with the exact int64 nanoseconds as the sort key
+    (so two events a nanosecond apart keep their order even where float64 cannot tell them
+    apart).
+    """
     col = frame["time"]
+    if col.dtype == object and pd.api.types.infer_dtype(col, skipna=True) in {
+            "datetime", "datetime64", "date", "mixed"} and any(
+            isinstance(v, (pd.Timestamp, np.datetime64)) or hasattr(v, "tzinfo") for v in col[:1]):
+        try:  # datetime objects, possibly with several time zones: all to UTC
+            col = pd.to_datetime(col, utc=True)
+        except (TypeError, ValueError) as exc:
+            raise DataFormatError(source, f"column 'time' mixes datetimes with other values "
+                                          f"({exc}); expected numbers or datetimes") from None
+    if isinstance(col.dtype, pd.DatetimeTZDtype):
+        col = col.dt.tz_convert("UTC").dt.tz_localize(None)
     if pd.api.types.is_datetime64_any_dtype(col):
-        return (col.astype("datetime64[ns]").astype("int64") // 1_000_000_000).to_numpy(np.int64)
+        ns = col.astype("datetime64[ns]").to_numpy().astype(np.int64)
+        whole = ns // 1_000_000_000
+        if (ns % 1_000_000_000 == 0).all():
+            return whole, whole
+        return ns, ns.astype(np.float64) / 1e9
     numeric = pd.to_numeric(col, errors="coerce")
     bad = numeric.isna().to_numpy() | ~np.isfinite(numeric.to_numpy(dtype=np.float64, na_value=np.nan))
     if bad.any():
@@ -126,8 +210,14 @@ def _to_int64_time(frame: pd.DataFrame, source: str) -> np.ndarray:
                                    f"{_plain(col.iloc[pos])!r}", line)
     values = numeric.to_numpy()
     if np.issubdtype(values.dtype, np.floating):
-        values = np.round(values)
-    return values.astype(np.int64)
+        whole = np.floor(values) == values
+        if whole.all() and np.abs(values).max(initial=0.0) < 2.0**63:
+            values = values.astype(np.int64)  # e.g. RecBole's "timestamp:float" columns
+        else:
+            values = values.astype(np.float64)
+        return values, values
+    values = values.astype(np.int64)
+    return values, values
 
 
 def _index(values: pd.Series, order: Sequence[Hashable]) -> np.ndarray:
@@ -208,7 +298,7 @@ def build_collaborative_kg(
                                                    "least one user,item,time row")
     _check_no_nulls(interactions, ["user", "item", "time"], src["interactions"])
     inter = interactions.reset_index(drop=True)
-    time = _to_int64_time(inter, src["interactions"])
+    time_key, time = _time_columns(inter, src["interactions"])
 
     user_order = list(pd.unique(inter["user"])) if users is None else list(users)
     item_order = list(pd.unique(inter["item"])) if items is None else list(items)
@@ -232,12 +322,18 @@ def build_collaborative_kg(
                                   line)
 
     # Stable sort by (user, time, input row): each user's sequence becomes a contiguous slice.
-    order = _user_time_order(u, time)
+    order = _user_time_order(u, time_key)
     if order is not None:
-        u, i, time = u[order], i[order], time[order]
+        u, i, time, time_key = u[order], i[order], time[order], time_key[order]
         rating = rating[order] if rating is not None else None
     dup = np.zeros(len(u), dtype=bool)
-    dup[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1]) & (time[1:] == time[:-1])
+    # a repeat of an earlier (user, item, time) row; with equal keys the rows are adjacent only
+    # when they are also the same item, so compare per (user, time) group
+    same_ut = np.zeros(len(u), dtype=bool)
+    same_ut[1:] = (u[1:] == u[:-1]) & (time_key[1:] == time_key[:-1])
+    if same_ut.any():
+        dup = pd.DataFrame({"u": u, "i": i, "t": time_key}).duplicated().to_numpy()
+    del time_key
     n_dup = int(dup.sum())
     if drop_duplicate_interactions:
         keep = ~dup
@@ -331,6 +427,7 @@ def build_collaborative_kg(
         # Entities that are not items, in order of first appearance (heads then tails, row-wise).
         lpos = linked.get_indexer(both) if len(linked) else np.full(len(both), -1)
         key_is_item = lpos >= 0
+        report.add("links_entity_not_in_kg", len(linked) - int(key_is_item.sum()))
         ent_keys = both[~key_is_item]
         entity_order = ent_keys.tolist()  # Python scalars (raw ids), whatever the array's dtype
         key_node = np.empty(len(both), dtype=np.int64)  # node index of each distinct key
@@ -343,12 +440,23 @@ def build_collaborative_kg(
         rel_codes = str_code[r_code]
         names: list[str] = []
         for r in rel_uniques:
-            s = sanitize_relation(r)
-            if s in relation_names and relation_names[s] != r:
-                raise ValueError(f"{src['triples']}: relations {relation_names[s]!r} and {r!r} both "
-                                 f"sanitise to {s!r}; rename one")
-            if s in {"interacts", "rev_interacts"} or s.startswith("rev_"):
-                raise ValueError(f"{src['triples']}: relation {r!r} uses a reserved name ({s!r})")
+            try:
+                s = sanitize_relation(r)
+            except ValueError:
+                s = None
+            problem = None
+            if s is None:
+                problem = (f"relation name {r!r} has no letter, digit or underscore; expected a "
+                           f"non-empty relation name (e.g. 'film.film.genre')")
+            elif s in relation_names and relation_names[s] != r:
+                problem = (f"relations {relation_names[s]!r} and {r!r} both sanitise to {s!r}; "
+                           f"rename one")
+            elif s in {"interacts", "rev_interacts"} or s.startswith("rev_"):
+                problem = f"relation {r!r} uses a reserved name ({s!r}); rename it"
+            if problem is not None:
+                rows = np.flatnonzero(tr["relation"].astype(str).to_numpy() == r)
+                where, line = _where(tr, int(rows[0]), src["triples"])
+                raise DataFormatError(where, f"{problem} ({len(rows)} such triples)", line)
             relation_names[s] = r
             names.append(s)
         data["entity"].num_nodes = len(entity_order)
@@ -401,6 +509,9 @@ def build_collaborative_kg(
         data["item"].text = texts
 
     data.build_report = report.as_dict()
+    if _WARN_IN_BUILDER.get():
+        what = src["interactions"] if sources and "interactions" in sources else "interactions"
+        warn_build_report(data.build_report, f"collaborative KG of {what}")
     return data
 
 

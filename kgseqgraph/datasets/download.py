@@ -16,6 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..io import new_file_mode
+
 __all__ = ["DownloadError", "download_url", "sha256sum", "extract_zip_member"]
 
 log = logging.getLogger("kgseqgraph")
@@ -72,6 +74,7 @@ def download_url(
     dst = Path(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+    os.fchmod(fd, new_file_mode(dst))  # the user's umask, not mkstemp's 0o600
     tmp = Path(tmp_name)
     h = hashlib.sha256()
     try:
@@ -118,6 +121,7 @@ def extract_zip_member(archive: str | os.PathLike, member: str, dst: str | os.Pa
             raise DownloadError(f"{archive} has no member named {member!r} "
                                 f"(members: {zf.namelist()[:10]})")
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".part", dir=dst.parent)
+        os.fchmod(fd, new_file_mode(dst))
         try:
             with os.fdopen(fd, "wb") as out, zf.open(names[0]) as src:
                 shutil.copyfileobj(src, out, _CHUNK)

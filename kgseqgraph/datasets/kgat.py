@@ -66,6 +66,26 @@ _SHA256: dict[str, dict[str, str]] = {
         "relation_list.txt": "f5b19de6fc169ec6f4ac9943cce7614d1427b32130a6063f990721b45e636abc",
     },
 }
+#: the card's statistics of each file with a known sha256 (datasets/kgat.md), as
+#: KGATDataset.process counts them
+_EXPECTED: dict[str, dict[str, dict[str, int]]] = {
+    "amazon-book": {
+        "train.txt": {"users": 70_679, "interactions": 652_514, "items": 24_915},
+        "test.txt": {"users": 70_679, "interactions": 193_920, "items": 21_832},
+        "user_list.txt": {"rows": 70_679}, "item_list.txt": {"rows": 24_915},
+        "entity_list.txt": {"rows": 113_487}, "relation_list.txt": {"rows": 39},
+    },
+    "last-fm": {
+        "test.txt": {"users": 23_566, "interactions": 616_336, "items": 46_720},
+        "user_list.txt": {"rows": 23_566}, "item_list.txt": {"rows": 48_123},
+        "entity_list.txt": {"rows": 106_389}, "relation_list.txt": {"rows": 9},
+    },
+    "yelp2018": {
+        "test.txt": {"users": 45_919, "interactions": 253_578, "items": 39_469},
+        "user_list.txt": {"rows": 45_919}, "item_list.txt": {"rows": 45_538},
+        "entity_list.txt": {"rows": 136_499}, "relation_list.txt": {"rows": 42},
+    },
+}
 #: datasets whose kg_final.txt is only in the repository as kg_final.txt.zip
 _ZIPPED_KG = {"amazon-book", "yelp2018"}
 
@@ -77,7 +97,7 @@ def _raw(name: str, file: str) -> RawFile:
         path, member = path + ".zip", file
     return RawFile(name=file, url=f"https://raw.githubusercontent.com/{_REPO}/{_COMMIT}/{path}",
                    sha256=_SHA256[name].get(file), source=f"{_REPO}@{_COMMIT[:8]}: {path}",
-                   archive_member=member)
+                   archive_member=member, expected=_EXPECTED[name].get(file))
 
 
 def _check_header(lines: list[str], path: Path, expected: str) -> None:
@@ -165,8 +185,8 @@ class KGATDataset(KGDataset):
     relation (names from ``relation_list.txt``, sanitised) plus reverses.
 
     Args:
-        root: dataset folder (raw files in ``root/raw``; use one root per KGAT dataset, the
-            file names are the same for all three).
+        root: dataset folder: the raw files in ``root/raw`` or directly in ``root`` (use one
+            root per KGAT dataset, the file names are the same for all three).
         name: ``"amazon-book"``, ``"last-fm"`` or ``"yelp2018"``.
         kg: read ``kg_final.txt``, ``entity_list.txt`` and ``relation_list.txt``; ``False``
             builds the user–item graph only (the files shared with the tests lack
@@ -198,6 +218,13 @@ class KGATDataset(KGDataset):
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "kg": self.kg}
 
+    def load_kwargs(self) -> dict[str, Any]:
+        return {"kg": self.kg}
+
+    @property
+    def dataset_name(self) -> str:
+        return f"kgat-{self.name}"
+
     def _missing_message(self, missing: list[RawFile]) -> str:
         msg = super()._missing_message(missing)
         if self.kg and any(f.name == "kg_final.txt" for f in missing):
@@ -210,12 +237,16 @@ class KGATDataset(KGDataset):
         user_org, user_remap = read_id_list(raw("user_list.txt"))
         item_org, item_remap, item_fb = read_item_list(raw("item_list.txt"))
         n_users, n_items = len(user_org), len(item_org)
+        self.record_counts("user_list.txt", rows=n_users)
+        self.record_counts("item_list.txt", rows=n_items)
 
         expected = "a user id followed by item ids"
         tr = read_adjacency(raw("train.txt"), allow_empty_lists=True, expected=expected)
         te = read_adjacency(raw("test.txt"), allow_empty_lists=True, expected=expected)
         # Each user's train items come first, then their test items: time = position in that list.
         for adj, path in ((tr, raw("train.txt")), (te, raw("test.txt"))):
+            self.record_counts(path.name, users=len(adj.line_users), interactions=len(adj.items),
+                               items=len(np.unique(adj.items)))
             dup = pd.Index(adj.line_users).duplicated()
             if dup.any():
                 k = int(np.flatnonzero(dup)[0])
@@ -258,6 +289,8 @@ class KGATDataset(KGDataset):
             p_kg = raw("kg_final.txt")
             rel_org, rel_remap = read_id_list(raw("relation_list.txt"))
             e_org, e_remap = read_id_list(raw("entity_list.txt"))
+            self.record_counts("relation_list.txt", rows=len(rel_org))
+            self.record_counts("entity_list.txt", rows=len(e_org))
             ent_org = dict(zip(e_remap.tolist(), e_org))
             lines = read_lines(p_kg, "'head relation tail' lines of integer ids")
             rows, numbers = split_rows(lines, p_kg, sep=None, min_fields=3, max_fields=3,
@@ -277,7 +310,12 @@ class KGATDataset(KGDataset):
                 raise DataFormatError(str(p_kg), "negative entity id", int(numbers[k]))
             triples = pd.DataFrame({"head": ids[:, 0], "relation": rel_names[ids[:, 1]],
                                     "tail": ids[:, 2], LINE_COLUMN: numbers})
-            links = pd.DataFrame({"item": np.arange(n_items), "entity": np.arange(n_items)})
+            # item i is KG entity i: link the items the KG mentions (the others have no KG
+            # edges either way; counted in items_not_in_kg, not reported as dangling links)
+            in_kg = np.unique(ids[:, [0, 2]])
+            in_kg = in_kg[in_kg < n_items]
+            report["items_not_in_kg"] = int(n_items - len(in_kg))
+            links = pd.DataFrame({"item": in_kg, "entity": in_kg})
             sources.update(triples=str(p_kg), links=str(raw("item_list.txt")))
 
         data = build_collaborative_kg(inter, triples, links, None, items=list(range(n_items)),

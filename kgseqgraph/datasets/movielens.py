@@ -39,6 +39,16 @@ _SHA256 = {
 }
 
 
+#: the card's statistics of each file (datasets/ml-100k.md), as MovieLens100K.process counts them
+_EXPECTED = {
+    "ml-100k.inter": {"rows": 100_000, "users": 943, "items": 1682},
+    "ml-100k.item": {"rows": 1682},
+    "ml-100k.user": {"rows": 943},
+    "ml-100k.kg": {"rows": 91_631, "relations": 24},
+    "ml-100k.link": {"rows": 1598},
+}
+
+
 def _raw(name: str, optional: bool = False) -> RawFile:
     return RawFile(
         name=name,
@@ -46,6 +56,7 @@ def _raw(name: str, optional: bool = False) -> RawFile:
         sha256=_SHA256[name],
         source=f"{_REPO}@{_COMMIT[:8]}: {_DIR}/{name}",
         optional=optional,
+        expected=_EXPECTED[name],
     )
 
 
@@ -93,20 +104,22 @@ class MovieLens100K(KGDataset):
     * ``item`` nodes in increasing item id; ``text`` = ``"Toy Story (1995). Genres: Animation,
       Children's, Comedy"``, ``title`` (list of str), ``year`` (int64, -1 unknown),
       ``entity_raw_id`` (the linked Freebase mid, ``""`` if none);
-    * ``('user', 'interacts', 'item')`` with ``time`` (Unix seconds) and ``rating``;
+    * ``('user', 'interacts', 'item')`` with ``time`` (Unix seconds, int64; float64 when the
+      file has fractional timestamps, which are never rounded) and ``rating``;
     * one edge type per Freebase relation (``film.film.genre`` → ``film_film_genre``) plus
       ``rev_*``; a triple on a linked movie's mid lands on that movie's ``item`` node.
 
     Args:
-        root: dataset folder (raw files in ``root/raw``).
+        root: dataset folder: the raw files in ``root/raw`` or directly in ``root``.
         kg: read ``ml-100k.kg``/``ml-100k.link`` (``False``: interactions and item text only).
         user_features: attach ``ml-100k.user`` when present.
         **kwargs: :class:`~kgseqgraph.datasets.base.KGDataset` options (``force_reload``,
-            ``download``, ``timeout``, ``progress``).
+            ``download``, ``timeout``, ``progress``, ``verify``).
     """
 
     processing_version = 1
     card = "datasets/ml-100k.md"
+    dataset_name = "ml-100k"
 
     def __init__(self, root: str | Path, *, kg: bool = True, user_features: bool = True,
                  **kwargs: Any) -> None:
@@ -137,13 +150,18 @@ class MovieLens100K(KGDataset):
         cols, lines = read_atomic(p_inter, ["user_id", "item_id", "timestamp"], ["rating"])
         user = to_int(cols["user_id"], lines, p_inter, "user_id")
         item = to_int(cols["item_id"], lines, p_inter, "item_id")
-        time = np.round(to_float(cols["timestamp"], lines, p_inter, "timestamp")).astype(np.int64)
+        # float64 as read: whole numbers become int64 seconds in the graph, fractional times are
+        # kept (never rounded)
+        time = to_float(cols["timestamp"], lines, p_inter, "timestamp")
+        self.record_counts("ml-100k.inter", rows=len(lines), users=len(np.unique(user)),
+                           items=len(np.unique(item)))
         inter = pd.DataFrame({"user": user, "item": item, "time": time, LINE_COLUMN: lines})
         if "rating" in cols:
             inter["rating"] = to_float(cols["rating"], lines, p_inter, "rating")
 
         icols, ilines = read_atomic(p_item, ["item_id"], ["movie_title", "release_year", "class"])
         item_ids = to_int(icols["item_id"], ilines, p_item, "item_id")
+        self.record_counts("ml-100k.item", rows=len(ilines))
         dup = pd.Index(item_ids).duplicated()
         if dup.any():
             k = int(np.flatnonzero(dup)[0])
@@ -173,9 +191,12 @@ class MovieLens100K(KGDataset):
         if self.kg:
             p_kg, p_link = self.raw_path("ml-100k.kg"), self.raw_path("ml-100k.link")
             kcols, klines = read_atomic(p_kg, ["head_id", "relation_id", "tail_id"])
+            self.record_counts("ml-100k.kg", rows=len(klines),
+                               relations=len(set(kcols["relation_id"])))
             triples = pd.DataFrame({"head": kcols["head_id"], "relation": kcols["relation_id"],
                                     "tail": kcols["tail_id"], LINE_COLUMN: klines})
             lcols, llines = read_atomic(p_link, ["item_id", "entity_id"])
+            self.record_counts("ml-100k.link", rows=len(llines))
             # object dtype: Python ints, so builder messages read "item 99", not np.int64(99)
             link_items = to_int(lcols["item_id"], llines, p_link, "item_id").astype(object)
             links = pd.DataFrame({"item": link_items,
@@ -198,6 +219,7 @@ class MovieLens100K(KGDataset):
         p_user = self.raw_path("ml-100k.user")
         if self.user_features and p_user.exists():
             report.update(self._attach_users(data, users, p_user))
+            self.record_counts("ml-100k.user", rows=report.pop("_user_rows"))
         data.build_report = {**data.build_report, **{k: v for k, v in report.items() if v}}
         return data
 
@@ -221,4 +243,4 @@ class MovieLens100K(KGDataset):
         covered = np.zeros(n, dtype=bool)
         covered[pos[known]] = True
         return {"user_features_unknown_user_dropped": int((~known).sum()),
-                "users_without_features": int((~covered).sum())}
+                "users_without_features": int((~covered).sum()), "_user_rows": len(lines)}

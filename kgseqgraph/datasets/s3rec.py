@@ -44,10 +44,24 @@ _SHA256 = {
 _ITEM_PREFIX = "item:"  # link key of an item in the triples' head column
 
 
+#: the card's statistics of each file with a known sha256 (datasets/s3rec.md), as
+#: S3Rec.process counts them
+_EXPECTED = {
+    "Beauty.txt": {"users": 22_363, "interactions": 198_502, "items": 12_101},
+    "Beauty_item2attributes.json": {"items": 12_101, "attributes": 637},
+    "Yelp.txt": {"users": 30_431, "interactions": 316_354, "items": 20_033},
+    "Yelp_item2attributes.json": {"items": 20_033, "attributes": 1_001},
+}
+#: names of the datasets in kgseqgraph.datasets.load_dataset
+_REGISTRY_NAMES = {"Beauty": "beauty", "Sports_and_Outdoors": "sports", "Toys_and_Games": "toys",
+                   "Yelp": "yelp", "LastFM": "lastfm"}
+
+
 def _raw(name: str) -> RawFile:
     return RawFile(name=name,
                    url=f"https://raw.githubusercontent.com/{_REPO}/{_COMMIT}/data/{name}",
-                   sha256=_SHA256.get(name), source=f"{_REPO}@{_COMMIT[:8]}: data/{name}")
+                   sha256=_SHA256.get(name), source=f"{_REPO}@{_COMMIT[:8]}: data/{name}",
+                   expected=_EXPECTED.get(name))
 
 
 def read_item2attributes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -100,7 +114,8 @@ class S3Rec(KGDataset):
     ``"attributes: 3, 17, 42"`` (the files carry no names).
 
     Args:
-        root: dataset folder (raw files in ``root/raw``; several names may share it).
+        root: dataset folder: the raw files in ``root/raw`` or directly in ``root`` (several
+            names may share it).
         name: ``"Beauty"``, ``"Sports_and_Outdoors"``, ``"Toys_and_Games"``, ``"Yelp"`` or
             ``"LastFM"`` (case-insensitive).
         kg: read the attribute file (``False``: sequences only).
@@ -132,6 +147,13 @@ class S3Rec(KGDataset):
     def params(self) -> dict[str, Any]:
         return {"name": self.name, "kg": self.kg}
 
+    def load_kwargs(self) -> dict[str, Any]:
+        return {"kg": self.kg}
+
+    @property
+    def dataset_name(self) -> str:
+        return _REGISTRY_NAMES[self.name]
+
     def process(self) -> HeteroData:
         p_seq = self.raw_path(f"{self.name}.txt")
         adj = read_adjacency(p_seq, allow_empty_lists=False,
@@ -141,6 +163,8 @@ class S3Rec(KGDataset):
             k = int(np.flatnonzero(dup)[0])
             raise DataFormatError(str(p_seq), f"user {adj.line_users[k]} has a second line",
                                   int(adj.line_numbers[k]))
+        self.record_counts(p_seq.name, users=len(adj.line_users), interactions=len(adj.items),
+                           items=len(np.unique(adj.items)))
         inter = pd.DataFrame({"user": adj.users, "item": adj.items,
                               "time": positions_within(adj.lengths), LINE_COLUMN: adj.item_lines})
         catalogue = np.unique(adj.items)
@@ -149,12 +173,16 @@ class S3Rec(KGDataset):
         if self.kg:
             p_attr = self.raw_path(f"{self.name}_item2attributes.json")
             keys, a_items, a_attrs = read_item2attributes(p_attr)
+            self.record_counts(p_attr.name, items=len(keys), attributes=len(np.unique(a_attrs)))
             catalogue = np.union1d(catalogue, keys)
             heads = np.char.add(_ITEM_PREFIX, a_items.astype(str)).astype(object)
             triples = pd.DataFrame({"head": heads, "relation": HAS_ATTRIBUTE,
                                     "tail": a_attrs.astype(object)})
-            links = pd.DataFrame({"item": catalogue,
-                                  "entity": np.char.add(_ITEM_PREFIX, catalogue.astype(str))
+            # link the items that have attributes (the others are in no triple: counted in
+            # items_without_attributes, not reported as dangling links)
+            with_attr = np.unique(a_items)
+            links = pd.DataFrame({"item": with_attr,
+                                  "entity": np.char.add(_ITEM_PREFIX, with_attr.astype(str))
                                   .astype(object)})
             # "attributes: a, b, c" per item, in the file's attribute order.
             texts = pd.Series(a_attrs.astype(str)).groupby(a_items, sort=False).agg(", ".join)

@@ -215,6 +215,7 @@ def make_synthetic(config: SyntheticConfig | None = None, **kwargs: Any) -> Hete
                                            "links": "synthetic links"})
     data["item"].entity_raw_id = [""] * n_i  # items are their own KG nodes
     data.synthetic_config = asdict(cfg)
+    data.dataset_info = {"name": "synthetic", "root": None, "load_kwargs": asdict(cfg)}
     return data
 
 

@@ -68,6 +68,9 @@ METRICS_NAME = "metrics.json"
 RESULTS_NAME = "results.json"
 CURVE_NAME = "training_curve.png"
 BEST_MODEL_DIR = "best_model"
+#: beside the saved best model: the dataset it was trained on (``data.dataset_info``), read by
+#: ``kgseqgraph export`` / ``evaluate`` / ``recommend`` when no ``--dataset`` is given
+DATASET_INFO_NAME = "dataset.json"
 CHECKPOINT_FORMAT = "kgseqgraph.trainer/1"
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
@@ -396,8 +399,8 @@ class Trainer:
                 self.global_step += 1
                 if bar is not None:
                     bar.update(1)
-                    if step % 20 == 0:
-                        bar.set_postfix(loss=f"{float(losses['loss']):.4f}")
+                    if step % 20 == 0:  # detached: float() of a grad tensor warns
+                        bar.set_postfix(loss=f"{float(losses['loss'].detach()):.4f}")
         finally:
             if bar is not None:
                 bar.close()
@@ -443,16 +446,21 @@ class Trainer:
             if cfg.patience is not None and self.bad_evals >= cfg.patience:
                 self.stopped_early = True
 
+    def epoch_summary(self, r: dict[str, Any]) -> str:
+        """One line for an epoch record: loss, validation metric (and the best so far), learning
+        rate and the epoch's time (training + validation)."""
+        cfg = self.config
+        msg = f"epoch {r['epoch']}/{cfg.epochs}  loss {r['train'].get('loss', float('nan')):.4f}"
+        if r["valid"] is not None:
+            msg += (f"  valid {cfg.valid_metric} {r['valid'][cfg.valid_metric]:.4f} (best "
+                    f"{self.best_metric:.4f} @ {r.get('best_epoch', self.best_epoch)})")
+        msg += (f"  lr {r['lr']:.2e}  {r['train_seconds'] + r.get('eval_seconds', 0.0):.1f}s")
+        return msg
+
     def _log_epoch(self, r: dict[str, Any]) -> None:
         if not self.distributed.is_main:
             return
-        cfg = self.config
-        msg = f"epoch {r['epoch']}/{cfg.epochs} loss {r['train'].get('loss', float('nan')):.5f}"
-        if r["valid"] is not None:
-            msg += (f" valid {cfg.valid_metric} {r['valid'][cfg.valid_metric]:.5f} (best "
-                    f"{self.best_metric:.5f} @ {self.best_epoch})")
-        msg += f" lr {r['lr']:.2e} {r['train_seconds']:.1f}s"
-        log.info(msg)
+        log.info(self.epoch_summary(r))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, stage: str = "valid", return_per_user: bool = False,
@@ -521,6 +529,10 @@ class Trainer:
                 save = getattr(self.model, "save_pretrained", None)
                 if callable(save):
                     save(self.output_dir / BEST_MODEL_DIR)
+                    info = _dataset_info(self.data)
+                    if info is not None:
+                        atomic_write_json(info, self.output_dir / BEST_MODEL_DIR /
+                                          DATASET_INFO_NAME)
                 atomic_write_json(self._results_dict(result), self.output_dir / RESULTS_NAME)
         finally:
             self.distributed.barrier()
@@ -535,6 +547,7 @@ class Trainer:
 
     def _results_dict(self, result: TrainResult) -> dict[str, Any]:
         return {
+            "dataset": _dataset_info(self.data),
             "config": self.config.to_dict(),
             "model": _model_config(self.model),
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
@@ -692,6 +705,12 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if hasattr(batch, "to") and callable(batch.to):
         return batch.to(device)
     return batch
+
+
+def _dataset_info(data: Any) -> dict[str, Any] | None:
+    """What the graph records about its dataset (name, root, raw-file sha256s), or ``None``."""
+    info = getattr(data, "dataset_info", None) if data is not None else None
+    return dict(info) if isinstance(info, dict) else None
 
 
 def _model_config(model: Any) -> Any:

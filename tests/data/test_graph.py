@@ -1,3 +1,5 @@
+import json
+
 import pandas as pd
 import pytest
 import torch
@@ -125,3 +127,94 @@ def test_datetime_time_and_hashable_ids():
     # the user's sequence is time-ordered: 4.5 (Jan 1) before 3.5 (Jan 2)
     assert data["user", "interacts", "item"].edge_index[1].tolist() == [1, 0, 0]
     assert data["user", "interacts", "item"].time[0].item() == 1577836800
+
+
+# ---------------------------------------------------------------- issue 16: no silent data loss
+def test_fractional_times_are_kept_not_rounded():
+    inter = pd.DataFrame({"user": ["u"] * 3, "item": ["a", "b", "c"], "time": [0.3, 0.1, 0.2]})
+    ev = build_collaborative_kg(inter)["user", "interacts", "item"]
+    assert ev.time.dtype == torch.float64 and ev.time.tolist() == [0.1, 0.2, 0.3]
+    assert ev.edge_index[1].tolist() == [1, 2, 0]  # chronology, not row order
+    # whole numbers (e.g. RecBole's timestamp:float columns) stay int64, as before
+    whole = inter.assign(time=[3.0, 1.0, 2.0])
+    assert build_collaborative_kg(whole)["user", "interacts", "item"].time.dtype == torch.int64
+
+
+def test_timezone_aware_and_subsecond_datetimes():
+    t = pd.to_datetime(["2020-01-01 01:00", "2020-01-01 00:30"]).tz_localize("Europe/Paris")
+    inter = pd.DataFrame({"user": ["u", "u"], "item": ["a", "b"], "time": t})
+    ev = build_collaborative_kg(inter)["user", "interacts", "item"]
+    # 00:30 and 01:00 in Paris are 23:30 and 00:00 UTC
+    assert ev.time.tolist() == [1577835000, 1577836800] and ev.edge_index[1].tolist() == [1, 0]
+    # datetimes in several zones (an object column)
+    mixed = pd.Series([pd.Timestamp("2020-01-01 00:00", tz="UTC"),
+                       pd.Timestamp("2020-01-01 00:30", tz="Asia/Tokyo")], dtype=object)
+    ev = build_collaborative_kg(inter.assign(time=mixed))["user", "interacts", "item"]
+    assert ev.edge_index[1].tolist() == [1, 0]  # Tokyo 00:30 is the day before in UTC
+    # a nanosecond apart: float64 seconds cannot tell them apart, the order still can
+    ns = pd.to_datetime([1_600_000_000_000_000_001, 1_600_000_000_000_000_000])
+    ev = build_collaborative_kg(inter.assign(time=ns))["user", "interacts", "item"]
+    assert ev.time.dtype == torch.float64 and ev.edge_index[1].tolist() == [1, 0]
+
+
+def test_duplicate_interactions_are_reported_visibly():
+    from kgseqgraph.data import DataWarning
+
+    inter = pd.concat([_inter(), _inter().iloc[:1]])
+    with pytest.warns(DataWarning, match=r"1 interaction rows repeating .* kept"):
+        data = build_collaborative_kg(inter, sources={"interactions": "my.inter"})
+    assert data.build_report["interactions_duplicate_kept"] == 1
+    # also when the repeats are not adjacent after sorting (same user and time, other items)
+    inter = pd.DataFrame({"user": ["u"] * 3, "item": ["a", "b", "a"], "time": [1, 1, 1]})
+    with pytest.warns(DataWarning):
+        assert build_collaborative_kg(inter).build_report["interactions_duplicate_kept"] == 1
+
+
+def test_link_to_an_entity_absent_from_the_kg_is_reported():
+    from kgseqgraph.data import DataWarning
+
+    links = pd.DataFrame({"item": ["a", "b", "c"], "entity": ["m.a", "m.b", "m.nowhere"]})
+    with pytest.warns(DataWarning, match=r"1 links to an entity that no triple mentions"):
+        data = build_collaborative_kg(_inter(), _triples(), links)
+    assert data.build_report["links_entity_not_in_kg"] == 1
+
+
+def test_empty_relation_name_names_the_row():
+    triples = _triples()
+    triples.loc[2, "relation"] = "  "
+    triples[LINE_COLUMN] = range(2, 7)
+    with pytest.raises(DataFormatError, match=r"x\.kg, line 4: relation name '  ' has no"):
+        build_collaborative_kg(_inter(), triples, _links(), sources={"triples": "x.kg"})
+    triples = _triples()
+    triples.loc[0, "relation"] = "rev_genre"
+    with pytest.raises(DataFormatError, match=r"triples \(row 0\): relation 'rev_genre' uses a"):
+        build_collaborative_kg(_inter(), triples, _links())
+
+
+# ---------------------------------------------------------------- raw ids (issue 16, item 4)
+def test_item_id_map_translates_raw_ids_and_titles():
+    from kgseqgraph.data import ItemIdMap, Sequences, item_id_map
+
+    data = build_collaborative_kg(_inter(), _triples(), _links())
+    ids = item_id_map(data)
+    assert ids.raw_ids == ["a", "b", "c"] and ids.titles is None and ids.title(0) is None
+    assert ids.encode(["c", "a"]) == [2, 0] and ids.decode(torch.tensor([1, 2])) == ["b", "c"]
+    with pytest.raises(KeyError, match=r"unknown item id\(s\) \['zz'\].*3 items"):
+        ids.encode(["a", "zz"])
+    data["item"].title = ["Alpha", "", "Gamma"]
+    ids = ItemIdMap.from_graph(data)
+    assert ids.title(0) == "Alpha" and ids.title(1) is None
+    assert ItemIdMap.from_dict(json.loads(json.dumps(ids.to_dict()))).raw_ids == ids.raw_ids
+    # integer raw ids also match their string form (ids typed on a command line)
+    nums = ItemIdMap([10, 20, 30])
+    assert nums.encode(["30", 10]) == [2, 0]
+
+    # a real recommender on node indices: popularity (c: 2 interactions, b: 2, a: 1)
+    from kgseqgraph.models import Popularity, PopularityConfig
+
+    pop = Popularity(PopularityConfig(num_items=3)).fit(
+        Sequences.from_lists([[0, 1, 2], [1, 2]], 3))
+    recs = ids.recommend(pop, [["b"]], k=2)
+    assert [(r.rank, r.raw_id, r.title) for r in recs[0]] == [(1, "c", "Gamma"),
+                                                              (2, "a", "Alpha")]
+    assert recs[0][0].score > recs[0][1].score

@@ -162,7 +162,8 @@ def test_unreachable_download_fails_fast_and_names_files(tmp_path, monkeypatch):
         Toy(tmp_path, timeout=2)
     msg = str(err.value)
     assert "toy.csv" in msg and "download failed" in msg and "127.0.0.1:9" in msg
-    assert not any((tmp_path / "raw").iterdir())  # no partial file left behind
+    # no partial file left behind, and not even the raw/ folder the download created
+    assert not (tmp_path / "raw").exists() and list(tmp_path.iterdir()) == []
 
 
 def test_download_from_file_url_checks_sha256(tmp_path, monkeypatch):
@@ -211,4 +212,91 @@ def test_download_zip_member(tmp_path, monkeypatch):
                                                archive_member="toy.csv")])
     with pytest.raises(MissingRawFilesError, match="wrong sha256"):
         Toy(tmp_path / "other")
-    assert not any((tmp_path / "other" / "raw").iterdir())
+    assert not (tmp_path / "other").exists()  # nothing kept, no empty folders either
+
+
+# ---------------------------------------------------------------- layouts (issue 16, item 1)
+def test_flat_layout_reads_files_in_root_and_caches_outside(tmp_path, monkeypatch):
+    """Raw files directly in root load (the old loader demanded root/raw, failed with 'missing'
+    and left an empty raw/ behind); the folder is only read, the cache lives in
+    $KGSEQGRAPH_CACHE."""
+    monkeypatch.setenv("KGSEQGRAPH_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "flat"
+    root.mkdir()
+    (root / "toy.csv").write_text(TOY)
+    Toy.calls = 0
+    ds = Toy(root, download=False)
+    assert ds.flat and ds.raw_dir == root and ds.data["user"].num_nodes == 2
+    assert sorted(p.name for p in root.iterdir()) == ["toy.csv"]  # nothing written into root
+    assert ds.processed_dir.is_relative_to(tmp_path / "cache") and ds.processed_paths[0].exists()
+    again = Toy(root, download=False)
+    assert again.from_cache and Toy.calls == 1
+    # an empty raw/ (left by older versions) does not hide the files
+    (root / "raw").mkdir()
+    assert Toy(root, download=False).flat
+    # a raw/ that holds the files wins
+    (root / "raw" / "toy.csv").write_text(TOY + "u3,c,7\n")
+    ds = Toy(root, download=False)
+    assert not ds.flat and ds.data["user"].num_nodes == 3
+
+
+def test_missing_files_leave_no_folders_behind(tmp_path, monkeypatch):
+    monkeypatch.setattr(Toy, "files", [RawFile("toy.csv", url="http://127.0.0.1:9/toy.csv")])
+    root = tmp_path / "new" / "ml"
+    with pytest.raises(MissingRawFilesError, match=r"toy\.csv"):
+        Toy(root, timeout=2)
+    assert list(tmp_path.iterdir()) == []  # neither root nor root/raw was left behind
+
+
+# ---------------------------------------------------------------- integrity (issue 16, item 2)
+class Counted(Toy):
+    """Toy whose card says toy.csv has TOY's sha256 and 3 rows, 2 users."""
+
+    files = [RawFile("toy.csv", sha256=hashlib.sha256(TOY.encode()).hexdigest(),
+                     url="https://example.org/toy.csv", expected={"rows": 3, "users": 2})]
+
+    def process(self) -> HeteroData:
+        data = super().process()
+        self.record_counts("toy.csv", rows=data.build_report["interactions"],
+                           users=data["user"].num_nodes)
+        return data
+
+
+def test_cut_raw_file_is_an_error_naming_file_expected_and_found(toy_root):
+    from kgseqgraph.datasets import DataIntegrityError, ModifiedRawFileWarning
+
+    assert Counted(toy_root).data["user"].num_nodes == 2  # the published file: silent
+    raw = toy_root / "raw" / "toy.csv"
+    raw.write_text(TOY.rsplit("u2", 1)[0])  # cut at a line boundary: a smaller "dataset"
+    with pytest.raises(DataIntegrityError) as err:
+        Counted(toy_root)
+    msg = str(err.value)
+    assert str(raw) in msg and "not the published file" in msg
+    assert "rows expected 3, found 2" in msg and "users expected 2, found 1" in msg
+    assert "verify=False" in msg and "--no-verify" in msg and "https://example.org/toy.csv" in msg
+    # an explicit verify=False loads the modified copy, warning through `warnings`
+    with pytest.warns(ModifiedRawFileWarning, match=r"toy\.csv.*verify=False.*rows expected 3"):
+        ds = Counted(toy_root, verify=False)
+    assert ds.data["user"].num_nodes == 1 and not ds.from_cache
+    # ... and again from the cache: the check does not vanish once the graph is cached
+    with pytest.warns(ModifiedRawFileWarning):
+        assert Counted(toy_root, verify=False).from_cache
+    with pytest.raises(DataIntegrityError, match="rows expected 3, found 2"):
+        Counted(toy_root)
+
+
+def test_modified_file_with_the_cards_counts_loads_with_a_warning(toy_root):
+    from kgseqgraph.datasets import ModifiedRawFileWarning
+
+    (toy_root / "raw" / "toy.csv").write_text(TOY.replace("u2,a,5", "u2,b,5"))
+    with pytest.warns(ModifiedRawFileWarning, match="counts match the card"):
+        ds = Counted(toy_root)
+    assert ds.data["user", "interacts", "item"].num_edges == 3
+
+
+def test_dataset_info_names_root_and_raw_checksums(toy_root):
+    info = Toy(toy_root).data.dataset_info
+    assert info["root"] == str(toy_root.resolve()) and info["layout"] == "raw/"
+    assert info["raw_files"] == {"toy.csv": hashlib.sha256(TOY.encode()).hexdigest()}
+    assert info["load_kwargs"] == {"tag": "x"} and info["name"] == "Toy"
+    assert Toy(toy_root).data.dataset_info == info  # the same from the cache

@@ -112,6 +112,8 @@ LINK = "item_id:token\tentity_id:token\n10\tm.toy\n20\tm.two\n"
 USER = "user_id:token\tage:token\tgender:token\toccupation:token\tzip_code:token\n3\t30\tF\tartist\t12345\n"
 
 
+# Hand-written files under the published names are, to the loader, modified copies of the
+# published files (other sha256, other counts): the tests load them with verify=False.
 def write_small(root: Path, **override: str) -> Path:
     texts = {"ml-100k.inter": INTER, "ml-100k.item": ITEM, "ml-100k.kg": KG,
              "ml-100k.link": LINK, "ml-100k.user": USER}
@@ -124,7 +126,7 @@ def write_small(root: Path, **override: str) -> Path:
 
 
 def test_small_graph_exact(tmp_path):
-    d = MovieLens100K(write_small(tmp_path), download=False).data
+    d = MovieLens100K(write_small(tmp_path), download=False, verify=False).data
     assert d["user"].raw_id == [3, 7] and d["item"].raw_id == [10, 20, 30]
     # sorted by user node, then time: (3,10,200), (7,10,100), (7,20,300)
     assert d[INTERACTS].edge_index.tolist() == [[0, 1, 1], [0, 0, 1]]
@@ -146,7 +148,7 @@ def test_small_graph_exact(tmp_path):
 
 def test_small_without_kg_or_user_file(tmp_path):
     write_small(tmp_path, kg=None, link=None, user=None)
-    d = MovieLens100K(tmp_path, kg=False, download=False).data
+    d = MovieLens100K(tmp_path, kg=False, download=False, verify=False).data
     assert d["entity"].num_nodes == 0 and d.relation_names == {}
     assert not hasattr(d["user"], "age")
     assert d[INTERACTS].num_edges == 3
@@ -171,7 +173,7 @@ def test_small_without_kg_or_user_file(tmp_path):
 def test_malformed_input_names_file_and_line(tmp_path, file, text, where, what):
     write_small(tmp_path, **{file: text})
     with pytest.raises(DataFormatError) as err:
-        MovieLens100K(tmp_path, download=False)
+        MovieLens100K(tmp_path, download=False, verify=False)
     msg = str(err.value)
     assert where in msg and what in msg, msg
     assert err.value.source.endswith(f"ml-100k.{file}")
@@ -199,11 +201,66 @@ def test_missing_files_offline_error(tmp_path):
 
 def test_small_cache_rebuilt_when_raw_changes(tmp_path):
     write_small(tmp_path)
-    assert not MovieLens100K(tmp_path, download=False).from_cache
-    assert MovieLens100K(tmp_path, download=False).from_cache
+    assert not MovieLens100K(tmp_path, download=False, verify=False).from_cache
+    assert MovieLens100K(tmp_path, download=False, verify=False).from_cache
     (tmp_path / "raw" / "ml-100k.inter").write_text(INTER + "3\t30\t1\t400\n")
-    ds = MovieLens100K(tmp_path, download=False)
+    ds = MovieLens100K(tmp_path, download=False, verify=False)
     assert not ds.from_cache and ds.data[INTERACTS].num_edges == 4
     # kg=False is its own processed file, next to the KG one
-    assert not MovieLens100K(tmp_path, kg=False, download=False).from_cache
-    assert MovieLens100K(tmp_path, download=False).from_cache
+    assert not MovieLens100K(tmp_path, kg=False, download=False, verify=False).from_cache
+    assert MovieLens100K(tmp_path, download=False, verify=False).from_cache
+
+
+# ---------------------------------------------------------------- issue 16: first hour
+@pytest.mark.realdata
+def test_flat_folder_loads_as_in_the_readme(tmp_path, monkeypatch):
+    """``MovieLens100K(<folder holding ml-100k.inter …>)`` (the README's quick tour) loads the
+    real files in place, writes nothing into that folder and caches under $KGSEQGRAPH_CACHE."""
+    src = require_data(*[f"ml-100k/{f}" for f in FILES]).parent
+    before = sorted(p.name for p in src.iterdir())
+    monkeypatch.setenv("KGSEQGRAPH_CACHE", str(tmp_path))
+    ds = MovieLens100K(src)
+    d = ds[0]
+    assert ds.flat and d["user"].num_nodes == 943 and d[INTERACTS].num_edges == 100_000
+    assert sorted(p.name for p in src.iterdir()) == before  # no raw/, no processed/
+    assert d.dataset_info["root"] == str(src.resolve()) and d.dataset_info["name"] == "ml-100k"
+    assert d.dataset_info["raw_files"]["ml-100k.inter"] == \
+        "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff"
+    assert d[INTERACTS].time.dtype == torch.int64  # integer-valued float column: unchanged
+    assert MovieLens100K(src).from_cache
+
+
+@pytest.mark.realdata
+def test_inter_cut_at_a_line_boundary_is_an_error(tmp_path):
+    """The old loader read a half file as a 50,175-interaction dataset (one log WARNING)."""
+    from kgseqgraph.datasets import DataIntegrityError, ModifiedRawFileWarning
+
+    src = require_data(*[f"ml-100k/{f}" for f in FILES]).parent
+    root = tmp_path / "ml"
+    root.mkdir()
+    for f in FILES:
+        shutil.copy(src / f, root / f)
+    data = (root / "ml-100k.inter").read_bytes()
+    cut = data[: data.index(b"\n", len(data) // 2) + 1]
+    (root / "ml-100k.inter").write_bytes(cut)
+    rows = cut.count(b"\n") - 1
+    with pytest.raises(DataIntegrityError) as err:
+        MovieLens100K(root, download=False)
+    msg = str(err.value)
+    assert "ml-100k.inter" in msg and f"rows expected 100,000, found {rows:,}" in msg
+    assert "datasets/ml-100k.md" in msg and "verify=False" in msg
+    with pytest.warns(ModifiedRawFileWarning, match=f"found {rows:,}"):
+        d = MovieLens100K(root, download=False, verify=False).data
+    assert d[INTERACTS].num_edges == rows
+
+
+def test_fractional_timestamps_keep_their_order(tmp_path):
+    """Float times were rounded to integers: 0.3, 0.1, 0.2 all became 0 and row order replaced
+    chronology."""
+    inter = ("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+             "7\t10\t4\t0.3\n7\t20\t5\t0.1\n7\t30\t2\t0.2\n")
+    write_small(tmp_path, inter=inter)
+    d = MovieLens100K(tmp_path, download=False, verify=False).data
+    assert d[INTERACTS].time.dtype == torch.float64
+    assert d[INTERACTS].time.tolist() == [0.1, 0.2, 0.3]
+    assert [d["item"].raw_id[i] for i in d[INTERACTS].edge_index[1].tolist()] == [20, 30, 10]
