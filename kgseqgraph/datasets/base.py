@@ -52,7 +52,7 @@ from torch_geometric.data import HeteroData
 
 from ..data.errors import DataFormatError, DataWarning
 from ..data.graph import deferred_report_warnings, warn_build_report
-from ..io import atomic_open
+from ..utils.io import atomic_open
 from .download import DownloadError, download_url, extract_zip_member, sha256sum
 
 __all__ = ["KGDataset", "RawFile", "MissingRawFilesError", "DataIntegrityError",

@@ -38,10 +38,10 @@ from torch import Tensor, nn
 from ..data.fingerprint import compare_fingerprints, graph_fingerprint
 from ..data.batching import SequenceBatch
 from ..data.sequences import Sequences
-from ..io import atomic_path, atomic_write_bytes
+from ..utils.io import atomic_path, atomic_write_bytes
 
-__all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "atomic_write_bytes",
-           "check_saved_graph", "PretrainStage"]
+__all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "check_saved_graph",
+           "PretrainStage"]
 
 MODEL_REGISTRY: dict[str, type[SequentialRecommender]] = {}
 

@@ -7,7 +7,7 @@ Example:
 """
 from .checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, rng_state,
                          seed_everything, set_rng_state)
-from .config import TrainConfig, resolve_progress
+from .config import TrainConfig
 from .curves import plot_training_curve
 from .distributed import DistributedContext, destroy_distributed, init_distributed
 from .trainer import LinearSchedule, Trainer, TrainResult, resolve_device, run_training
@@ -20,7 +20,6 @@ __all__ = [
     "run_training",
     "seed_everything",
     "resolve_device",
-    "resolve_progress",
     "rng_state",
     "set_rng_state",
     "atomic_torch_save",

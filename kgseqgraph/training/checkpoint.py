@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io import atomic_open, atomic_write_bytes
+from ..utils.io import atomic_open, atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_NAME",

@@ -58,6 +58,7 @@ from .config import RESUME_COMPATIBLE_FIELDS, TrainConfig
 from .curves import plot_training_curve
 from .distributed import DistributedContext, init_distributed, wrap_loss
 from .pretrain import run_pretraining
+from ..utils.provenance import versions
 
 __all__ = ["Trainer", "TrainResult", "LinearSchedule", "run_training", "resolve_device",
            "EpochCallback"]
@@ -755,23 +756,6 @@ def _model_mismatch(model: Any, saved: Any) -> str | None:
         if problem is not None:
             return f"trained on another graph: {problem}"
     return None
-
-
-def versions() -> dict[str, str]:
-    """Versions of the software that produced a result."""
-    import numpy
-
-    from .. import __version__
-
-    out = {"kgseqgraph": __version__, "torch": str(torch.__version__),
-           "numpy": str(numpy.__version__), "python": platform.python_version()}
-    try:
-        import torch_geometric
-
-        out["torch_geometric"] = str(torch_geometric.__version__)
-    except ImportError:  # pragma: no cover
-        pass
-    return out
 
 
 def run_training(model: torch.nn.Module, split: LeaveOneOutSplit, config: TrainConfig,
