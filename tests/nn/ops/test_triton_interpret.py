@@ -154,6 +154,49 @@ def test_masked_prefix_longer_than_a_block():
     torch.testing.assert_close(segment_softmax(score, ptr, backend="triton"), ref_alpha, **FP32)
 
 
+@pytest.mark.parametrize("dtype, atol", [(torch.float16, 4e-3), (torch.bfloat16, 3e-2)],
+                         ids=["fp16", "bf16"])
+def test_half_precision_with_a_64_wide_feature_tile(dtype, atol):
+    """float16 / bfloat16 inputs (float32 accumulation, one rounding on store) with D=64, the
+    forward tile width the launcher picks for 33..64 features, against float64 on the same
+    rounded inputs; atol relative to each tensor's largest entry."""
+    g = torch.Generator().manual_seed(8)
+    ptr = make_ptr([0, 1, 70, 5])
+    E, S = int(ptr[-1]), 4
+    score0 = (3 * torch.randn(E, generator=g)).to(dtype)
+    x0 = torch.randn(E, 64, generator=g).to(dtype)
+    gout = torch.randn(S, 64, generator=g).to(dtype)
+    res = {}
+    for backend, dt in (("triton", dtype), ("torch", torch.float64)):
+        s = score0.to(dt, copy=True).requires_grad_()
+        x = x0.to(dt, copy=True).requires_grad_()
+        out = segment_softmax_aggregate(s, x, ptr, backend=backend)
+        out.backward(gout.to(dt))
+        res[backend] = (out.detach(), s.grad, x.grad)
+    assert res["triton"][0].dtype == dtype
+    for got, want in zip(res["triton"], res["torch"]):
+        scale = float(want.abs().max())
+        torch.testing.assert_close(got.double(), want, atol=atol * scale, rtol=atol)
+
+
+def test_strided_segment_index():
+    """The launchers make their inputs contiguous: row 1 of an ``[E, 2].t()`` edge index (stride
+    2) as ``index`` gave NaN gradients before (the kernel reads ``seg`` as a raw pointer)."""
+    g = torch.Generator().manual_seed(9)
+    ptr = make_ptr([3, 0, 70])
+    E = int(ptr[-1])
+    index = torch.stack([torch.arange(E), ptr_to_index(ptr)], 1).t()[1]
+    assert index.stride() == (2,)
+    score0, x0 = torch.randn(E, generator=g), torch.randn(E, 4, generator=g)
+    grads = []
+    for backend in ("torch", "triton"):
+        s, x = score0.clone().requires_grad_(), x0.clone().requires_grad_()
+        segment_softmax_aggregate(s, x, ptr, index=index, backend=backend).pow(2).sum().backward()
+        grads.append((s.grad, x.grad))
+    for got, want in zip(grads[1], grads[0]):
+        torch.testing.assert_close(got, want, **FP32)
+
+
 def test_gradcheck_float64_in_interpreter():
     g = torch.Generator().manual_seed(5)
     ptr = make_ptr([2, 0, 3, 1])
