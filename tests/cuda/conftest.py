@@ -12,6 +12,8 @@ GPU; it says nothing about CUDA. Tests that need a real GPU (NCCL, several GPUs)
 """
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from cudatest import ON_CPU_ENV, device_under_test, on_cpu
@@ -41,3 +43,13 @@ def _ieee_fp32_matmul():
     torch.set_float32_matmul_precision("highest")
     yield
     torch.set_float32_matmul_precision(before)
+
+
+@pytest.fixture(autouse=True)
+def _reference_threads():
+    """The float64 CPU references of these tests are large: up to 8 threads on a GPU machine
+    (the suite's one-thread rule is for the small CPU tests; it is restored afterwards by the
+    root conftest's fixture for the next test)."""
+    if not on_cpu():
+        torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+    yield

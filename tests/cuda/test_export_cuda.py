@@ -47,8 +47,7 @@ def trained(name, data, device):
     return model.eval()
 
 
-CASES = [("sasrec", "pt2"), ("bert4rec", "pt2"), ("katrec", "pt2"), ("sasrec", "onnx"),
-         ("katrec", "onnx"), ("sasrec", "torchscript")]
+CASES = [("sasrec", "pt2"), ("katrec", "pt2"), ("katrec", "onnx"), ("sasrec", "torchscript")]
 
 
 @pytest.mark.parametrize("name, fmt", CASES, ids=[f"{n}-{f}" for n, f in CASES])

@@ -46,7 +46,7 @@ def power_law_counts(num_edges: int, num_segments: int, seed: int = 0) -> list[i
 GRAPHS = {
     "mixed": [0, 1, 3, 0, 63, 64, 65, 2, 0, 127, 128, 129, 0],
     "long": [2, size(200_000, 4_000), 0, 1, 7],
-    "skewed": power_law_counts(size(1_000_000, 6_000), size(100_000, 600)),
+    "skewed": power_law_counts(size(300_000, 6_000), size(30_000, 600)),
 }
 
 
