@@ -233,10 +233,13 @@ def run_case(mode: str, E: int, D: int, dtype: torch.dtype, args, device, peak) 
         base_name = next(iter(results))
         base = results[base_name]
         row["agreement_vs"] = base_name
+        def rel(a, b) -> float:
+            scale = b.float().abs().max().clamp_min(1e-30)
+            return float((a.float() - b.float()).abs().max() / scale)
+
         for name, res in results.items():
             row["paths"][name]["max_rel_diff"] = {
-                k: float((a.float() - b.float()).abs().max() / b.float().abs().max().clamp_min(1e-30))
-                for k, a, b in zip(("out", "grad_score", "grad_x"), res, base)}
+                k: rel(a, b) for k, a, b in zip(("out", "grad_score", "grad_x"), res, base)}
     fused = row["paths"].get("fused", {})
     if "fwd_bwd_ms" in fused:
         row["speedup_of_fused"] = {n: r["fwd_bwd_ms"] / fused["fwd_bwd_ms"]

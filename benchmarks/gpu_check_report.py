@@ -212,12 +212,15 @@ def summary(rep: dict) -> str:
     t = rep["cuda_tests"]
     if t.get("tests") and t.get("skipped") == t.get("tests"):
         lines.append("  cuda tests: ALL SKIPPED (no CUDA GPU visible to torch?)")
-    lines.append(f"  cuda tests: {t.get('passed')} passed, {t.get('failed') if isinstance(t.get('failed'), int) else len(t.get('failed', []))} failed, "
+    failed = t.get("failed", [])
+    lines.append(f"  cuda tests: {t.get('passed')} passed, "
+                 f"{failed if isinstance(failed, int) else len(failed)} failed, "
                  f"{t.get('skipped')} skipped ({t.get('source')})")
     for key, v in rep["targets"].items():
         m = v["measured"]
+        note = f"  [{v['note']}]" if v.get("note") else ""
         lines.append(f"  target {key}: {'-' if m is None else f'{m:.2f}'} "
-                     f"(>= {v['threshold']}) met={v['met']}" + (f"  [{v['note']}]" if v.get("note") else ""))
+                     f"(>= {v['threshold']}) met={v['met']}{note}")
     return "\n".join(lines)
 
 
