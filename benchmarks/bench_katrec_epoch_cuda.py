@@ -6,8 +6,8 @@ full-ranking validation time. CPU: the trainer's step (``training_batch`` -> ``l
 ``backward`` -> gradient clipping -> AdamW) on **one thread**, timed over ``--cpu-steps`` steps
 after a warm-up step and **extrapolated** to the epoch's number of steps (a full 1-thread epoch
 takes minutes; the extrapolation is labelled as such in the output). Model and budget as in
-docs/results.md's Yelp rows: hidden 64, max_len 50, 2 layers / 2 heads, TransR 64 + KG layers
-32/16/16, batch 256, lr 2e-3.
+docs/results.md's Yelp rows: KATRec's default widths (TransR 64 + KG layers 32/16/16), max_len
+50, 2 layers / 2 heads, batch 256, lr 2e-3, no pre-training stage.
 
 Without the Yelp files under ``--data`` a synthetic graph of Yelp's size stands in (30,431
 users, 20,033 items, 1,001 entities), labelled ``"dataset": "synthetic (Yelp-sized)"``.
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import os
 import sys
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from kgseqgraph.data import leave_one_out  # noqa: E402
 from kgseqgraph.data.batching import training_windows  # noqa: E402
+from kgseqgraph.models.base import MODEL_REGISTRY  # noqa: E402
 from kgseqgraph.models.factory import build_model  # noqa: E402
 from kgseqgraph.training import TrainConfig, Trainer  # noqa: E402
 
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--max-len", type=int, default=50)
-    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--hidden", type=int, default=None,
+                   help="hidden_size (default: KATRec's own default)")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--warmup-steps", type=int, default=3)
     p.add_argument("--cpu-steps", type=int, default=3, help="timed 1-thread CPU steps")
@@ -77,14 +80,20 @@ def main(argv: list[str] | None = None) -> dict:
     split = leave_one_out(data)
     load_s = time.perf_counter() - t0
     torch.manual_seed(0)
-    model = build_model("katrec", data, hidden_size=args.hidden, max_len=args.max_len,
-                        encoder_kwargs={"num_layers": 2, "num_heads": 2})
+    options = {"max_len": args.max_len, "encoder_kwargs": {"num_layers": 2, "num_heads": 2}}
+    if args.hidden is not None:
+        options["hidden_size"] = args.hidden
+    fields = {f.name for f in dataclasses.fields(MODEL_REGISTRY["katrec"].config_class)}
+    if "pretrain_bprmf_epochs" in fields:  # time the epoch, not a pre-training stage
+        options["pretrain_bprmf_epochs"] = 0
+    # the graph a model trained on this split may be built from, where the library has it
+    model = build_model("katrec", getattr(split, "train_graph", data), **options)
     initial = copy.deepcopy(model)
     windows = training_windows(split.train, args.max_len)
     cfg = TrainConfig(seed=0, epochs=1, batch_size=args.batch_size, lr=args.lr, patience=None,
                       ks=(10,), device=str(device), progress=False)
     report: dict = {"benchmark": "KATRec epoch: one GPU vs one CPU thread",
-                    "dataset": label, "users": len(split.targets("valid")),
+                    "dataset": label, "hidden_size": model.config.hidden_size, "users": len(split.targets("valid")),
                     "items": split.num_items, "windows": len(windows),
                     "batch_size": args.batch_size, "load_seconds": load_s,
                     "device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,

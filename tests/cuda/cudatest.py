@@ -78,6 +78,25 @@ def assert_close_scaled(got: Tensor, want: Tensor, dtype: torch.dtype, what: str
             f"(atol {atol} x scale {scale:.3g}, rtol {rtol}, factor {factor})")
 
 
+#: config fields set only where the library has them (they keep runs short and deterministic):
+#: no BPRMF pre-training at fit start
+OPTIONAL_OPTIONS = {"pretrain_bprmf_epochs": 0}
+
+
+def build(name: str, split, data, **options):
+    """``build_model(name, graph, **options)`` over the graph a model trained on ``split`` may be
+    built from (``split.train_graph`` where the library has it, else the whole graph), plus the
+    :data:`OPTIONAL_OPTIONS` its config knows."""
+    import dataclasses
+
+    from kgseqgraph.models.base import MODEL_REGISTRY
+    from kgseqgraph.models.factory import build_model
+
+    fields = {f.name for f in dataclasses.fields(MODEL_REGISTRY[name].config_class)}
+    extra = {k: v for k, v in OPTIONAL_OPTIONS.items() if k in fields and k not in options}
+    return build_model(name, getattr(split, "train_graph", data), **options, **extra)
+
+
 def sync() -> None:
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.synchronize()

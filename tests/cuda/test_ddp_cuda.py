@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 import torch
-from cudatest import device_under_test, on_cpu
+from cudatest import build, device_under_test, on_cpu
 
 pytestmark = pytest.mark.cuda
 
@@ -32,7 +32,7 @@ ENCODER = {"hidden_dropout": 0.0, "attn_dropout": 0.0, "num_layers": 1, "activat
 MODELS: dict[str, dict[str, Any]] = {
     "sasrec": {"hidden_size": 16, "max_len": 8, "encoder_kwargs": ENCODER},
     "bert4rec": {"hidden_size": 16, "max_len": 8, "encoder_kwargs": ENCODER, "mask_prob": 0.3},
-    "katrec": {"hidden_size": 16, "max_len": 8, "encoder_kwargs": ENCODER, "mask_prob": 0.3,
+    "katrec": {"hidden_size": 24, "max_len": 8, "encoder_kwargs": ENCODER, "mask_prob": 0.3,
                "kg_dim": 8, "kg_hidden": [8, 8], "kg_dropout": 0.0, "kge_batch_size": 32},
 }
 EPOCHS = 3
@@ -49,7 +49,6 @@ def _split():
 
 def train_all(out: Path, device: str) -> dict[str, Any]:
     """Fit every model of :data:`MODELS` on ``device`` (a collective call under torchrun)."""
-    from kgseqgraph.models.factory import build_model
     from kgseqgraph.training import TrainConfig, Trainer, seed_everything
 
     torch.set_float32_matmul_precision("highest")  # the same float32 matmuls in every process
@@ -60,7 +59,7 @@ def train_all(out: Path, device: str) -> dict[str, Any]:
         cfg = TrainConfig(seed=0, epochs=EPOCHS, batch_size=14, lr=1e-2, patience=None,
                           eval_every=EPOCHS, ks=(5, 10), sampled_negatives=10, device=device,
                           num_threads=1, output_dir=str(out / name), progress=False)
-        trainer = Trainer(build_model(name, data, **options), split, cfg, data=data)
+        trainer = Trainer(build(name, split, data, **options), split, cfg, data=data)
         before = trainer.evaluate("valid")
         result = trainer.fit()
         res[name] = {"before": before, "valid": result.valid, "test": result.test,
@@ -76,7 +75,6 @@ def nccl_checks() -> dict[str, Any]:
     from torch.nn.parallel import DistributedDataParallel
 
     from kgseqgraph.data.batching import training_windows
-    from kgseqgraph.models.factory import build_model
     from kgseqgraph.training import seed_everything
     from kgseqgraph.training.distributed import DistributedContext, wrap_loss
 
@@ -94,8 +92,8 @@ def nccl_checks() -> dict[str, Any]:
     # rank, so the average over ranks is that batch's gradient)
     data, split = _split()
     seed_everything(0)
-    model = build_model("katrec", data, **MODELS["katrec"]).to(dev)
-    plain = build_model("katrec", data, **MODELS["katrec"]).to(dev)
+    model = build("katrec", split, data, **MODELS["katrec"]).to(dev)
+    plain = build("katrec", split, data, **MODELS["katrec"]).to(dev)
     plain.load_state_dict(model.state_dict())
     g = torch.Generator().manual_seed(0)
     windows = training_windows(split.train, 8)

@@ -7,19 +7,18 @@ import copy
 
 import pytest
 import torch
-from cudatest import assert_close_scaled, size
+from cudatest import assert_close_scaled, build, size
 
 from kgseqgraph.data import leave_one_out
 from kgseqgraph.data.batching import training_windows
 from kgseqgraph.datasets.synthetic import make_synthetic
 from kgseqgraph.export import export_scorer, load_exported
-from kgseqgraph.models.factory import build_model
 
 pytestmark = pytest.mark.cuda
 
 SMALL = {"hidden_size": 32, "max_len": 10,
          "encoder_kwargs": {"num_layers": 2, "num_heads": 2, "hidden_dropout": 0.1}}
-KATREC = {**SMALL, "kg_dim": 16, "kg_hidden": [16, 8], "kge_batch_size": 64}
+KATREC = {**SMALL, "hidden_size": 40, "kg_dim": 16, "kg_hidden": [16, 8], "kge_batch_size": 64}
 SEQS = [[3], [], list(range(1, 15)), [5, 5, 7], [9, 30, 2, 8]]
 
 
@@ -32,8 +31,9 @@ def data():
 def trained(name, data, device):
     """A model moved off its initialisation by a few Adam steps on ``device``, in eval mode."""
     torch.manual_seed(0)
-    model = build_model(name, data, **(KATREC if name == "katrec" else SMALL)).to(device)
-    windows = training_windows(leave_one_out(data).train, model.config.max_len)
+    split = leave_one_out(data)
+    model = build(name, split, data, **(KATREC if name == "katrec" else SMALL)).to(device)
+    windows = training_windows(split.train, model.config.max_len)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)
     model.train()
