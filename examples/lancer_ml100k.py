@@ -24,7 +24,7 @@ from kgseqgraph.datasets.registry import load_dataset
 from kgseqgraph.models import lancer  # noqa: F401  (registers "lancer")
 from kgseqgraph.models.factory import build_model
 from kgseqgraph.training import TrainConfig, Trainer, seed_everything
-from kgseqgraph.training.cli import parse_options
+from kgseqgraph.cli import parse_options
 
 
 def main() -> None:
