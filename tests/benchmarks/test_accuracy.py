@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -148,6 +149,25 @@ def test_resume_from_run_dir(tmp_path):
     assert b["cpu_seconds"] >= a["history"][-1]["cpu_seconds"]
 
 
+def test_commit_commits_the_result_file_alone(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for cmd in (["init", "-q"], ["config", "user.email", "t@example.org"],
+                ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    (repo / "other.txt").write_text("x")
+    subprocess.run(["git", "-C", str(repo), "add", "other.txt"], check=True)
+    result = repo / "benchmarks" / "results" / "r.json"
+    result.parent.mkdir(parents=True)
+    result.write_text("{}")
+    monkeypatch.setattr(A, "REPO", repo)
+    A.git_commit_file(result, "accuracy: r")
+    log = subprocess.run(["git", "-C", str(repo), "show", "--name-only", "--format=%s"],
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert log[:2] == ["accuracy:", "r"] and log[2:] == ["benchmarks/results/r.json"]
+    assert A.git_state()["dirty"] is True  # other.txt is staged, not committed
+
+
 def _tuning_json(out: Path, point: dict, valid: float, test: float | None) -> None:
     pid = A.point_id(point)
     path = A.result_path(out, "synthetic", "sasrec", 0, tuning_point=pid)
@@ -197,10 +217,15 @@ def test_committed_docs_match_the_committed_results(capsys):
 
 
 def test_check_fails_after_a_hand_edit(tmp_path, capsys):
-    docs = [tmp_path / "results.md", tmp_path / "README.md"]
+    """On copies laid out as the repository (the figure's relative link stays the same)."""
+    (tmp_path / "docs").mkdir()
+    docs = [tmp_path / "docs" / "results.md", tmp_path / "README.md"]
     shutil.copy(REPO / "docs" / "results.md", docs[0])
     shutil.copy(REPO / "README.md", docs[1])
-    args = ["--docs", *map(str, docs), "--png", str(tmp_path / "b.png")]
+    png = tmp_path / "docs" / "popularity_buckets.png"
+    if (REPO / "docs" / png.name).exists():
+        shutil.copy(REPO / "docs" / png.name, png)
+    args = ["--docs", *map(str, docs), "--png", str(png)]
     assert M.main(["--check", *args]) == 0
     text = docs[0].read_text()
     begin = "<!-- generated:accuracy:ml-100k begin -->\n"
