@@ -617,7 +617,7 @@ def plan(kind: str, datasets: list[str], models: list[str] | None, out_dir: Path
             base = C.ABLATIONS.get(dataset)
             if base is None or (models and base not in models):
                 continue
-            for variant in C.VARIANTS.get(base, {}):
+            for variant in C.ablation_variants(base):
                 for seed in C.SEEDS:
                     if not result_path(out_dir, dataset, base, seed, variant).exists():
                         cmds.append(shlex.join(["python", script, "--dataset", dataset,

@@ -111,9 +111,11 @@ DATASETS: dict[str, dict[str, Any]] = {
 TABLE_DATASETS = ("ml-100k", "yelp", "beauty")
 
 _TRANSFORMER = {"num_layers": 2, "num_heads": 2}
-#: KATRec's KG part as its paper and authors' code set it (KATRecConfig.paper()): TransR 64,
-#: relation space 32, propagation 32/16/16 (encoder width 64 + 64 = 128), message dropout 0.2.
-_KG_PART = {"kg_dim": 64, "relation_dim": 32, "kg_hidden": [32, 16, 16], "kg_dropout": 0.2,
+#: KATRec's KG part with its paper's proportions (TransR entity space, relation space = half of
+#: it, propagation widths halving, message dropout 0.2, L2 1e-4) at the ID models' width: TransR
+#: 32, relation space 16, propagation 16/8/8, so every encoder of the table is 64 wide
+#: (KATRecConfig.paper() is the same at 64 + 32/16/16 = 128: the ``paperdims`` variant).
+_KG_PART = {"kg_dim": 32, "relation_dim": 16, "kg_hidden": [16, 8, 8], "kg_dropout": 0.2,
             "kge_reg": 1e-4, "bprmf_reg": 1e-5, "kge_batch_size": 1024}
 
 #: Base option set per model (before the dataset's overrides, the grid point and variants).
@@ -121,11 +123,14 @@ _KG_PART = {"kg_dim": 64, "relation_dim": 32, "kg_hidden": [32, 16, 16], "kg_dro
 MODELS: dict[str, dict[str, Any]] = {
     "pop": {},
     "sasrec": {"hidden_size": 64, "encoder_kwargs": dict(_TRANSFORMER)},
-    "bert4rec": {"hidden_size": 64, "encoder_kwargs": dict(_TRANSFORMER)},
+    # BERT4Rec as its paper: the prediction head (dense + GELU + layer norm, per-item bias)
+    "bert4rec": {"hidden_size": 64, "prediction_head": True,
+                 "encoder_kwargs": dict(_TRANSFORMER)},
     "gru4rec": {"hidden_size": 64, "encoder_kwargs": {"num_layers": 1}},
-    # paper wiring: BERT4Rec encoder (FFN 256, BERT init), cloze with masking 0.4
-    "katrec": {**_KG_PART, "mask_prob": 0.4,
-               "encoder_kwargs": {**_TRANSFORMER, "inner_size": 256, "initializer_range": 0.02}},
+    # paper wiring (BERT4Rec encoder reading e*, output fusion, GELU head, cloze + TransR,
+    # BPRMF pre-training); the same masking (0.2) and FFN (4 x 64) as BERT4Rec
+    "katrec": {**_KG_PART, "mask_prob": 0.2,
+               "encoder_kwargs": {**_TRANSFORMER, "initializer_range": 0.02}},
     "kg-sasrec": {**_KG_PART, "encoder_kwargs": dict(_TRANSFORMER)},
     "kg-gru4rec": {**_KG_PART, "encoder_kwargs": {"num_layers": 1}},
     # KIRec-text: the item's text (title, year, genres, ML-1M plot/director/actors) through
@@ -155,7 +160,9 @@ DROPOUT_FIELDS: dict[str, tuple[str, ...]] = {
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
     "katrec": {
         "noatten": {"use_attention": False},
-        "level1": {"kg_hidden": [32]},
+        "level1": {"kg_hidden": [32]},  # one layer: 32 + 32, the same width
+        # the paper's dimensions: TransR 64, relation space 32, propagation 32/16/16 (width 128)
+        "paperdims": {"kg_dim": 64, "relation_dim": 32, "kg_hidden": [32, 16, 16]},
         "concat": {"output_fusion": False},
         "connection": {"connection": False},
         "nopretrain": {"pretrain_bprmf_epochs": 0},
@@ -169,8 +176,16 @@ SWEEP: dict[str, list[str]] = {
     "beauty": ["pop", "sasrec", "bert4rec", "gru4rec", "katrec", "kg-sasrec"],
 }
 
-#: Ablation tables: dataset → base model (its variants, every seed).
+#: The paper's ablations of KATRec (a subset of its variants).
+KATREC_ABLATIONS = ("noatten", "level1", "concat", "connection", "nopretrain")
+
+#: Ablation tables: dataset → base model (its ablation variants, every seed).
 ABLATIONS: dict[str, str] = {"yelp": "katrec"}
+
+
+def ablation_variants(model: str) -> tuple[str, ...]:
+    """The variants of ``model`` its ablation table lists (every other variant is an extra)."""
+    return KATREC_ABLATIONS if model == "katrec" else tuple(VARIANTS.get(model, {}))
 
 #: Models drawn in docs/popularity_buckets.png (SASRec against the knowledge models).
 BUCKET_PLOT_MODELS = ("sasrec", "katrec", "kg-sasrec", "kg-gru4rec", "kirec")

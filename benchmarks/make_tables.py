@@ -235,7 +235,7 @@ def ablation_block(dataset: str, results: dict[str, Any]) -> str:
     if base is None:
         return _stamp(src) + f"No ablation is configured for {dataset}.\n"
     names = results.get(dataset, {})
-    wanted = [base] + [f"{base}-{v}" for v in C.VARIANTS.get(base, {})]
+    wanted = [base] + [f"{base}-{v}" for v in C.ablation_variants(base)]
     rows_in = [(n, names[n]) for n in wanted if n in names]
     if not rows_in:
         return _stamp(src) + NONE_YET + "\n"
