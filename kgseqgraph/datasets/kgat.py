@@ -33,7 +33,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..data.errors import LINE_COLUMN, DataFormatError
-from ..data.graph import INTERACTS, REV_INTERACTS, build_collaborative_kg
+from ..data.graph import INTERACTS, build_collaborative_kg
 from .base import (KGDataset, RawFile, positions_within, read_adjacency,
                    read_lines, split_rows, to_int)
 
@@ -273,7 +273,8 @@ class KGATDataset(KGDataset):
                     raise DataFormatError(str(path), f"{what} id {arr[k]} is not in "
                                                      f"{what}_list.txt (ids 0..{n - 1})",
                                           int(l_arr[k]))
-        inter = pd.DataFrame({"user": users, "item": items, "time": time, LINE_COLUMN: line})
+        inter = pd.DataFrame({"user": users, "item": items, "time": time, "is_test": is_test,
+                              LINE_COLUMN: line})
         report: dict[str, int] = {
             "train_interactions": int(len(tr.users)),
             "test_interactions": int(len(te.users)),
@@ -318,17 +319,10 @@ class KGATDataset(KGDataset):
             links = pd.DataFrame({"item": in_kg, "entity": in_kg})
             sources.update(triples=str(p_kg), links=str(raw("item_list.txt")))
 
+        # the builder carries is_test along with each edge, in its (user, time, row) order
         data = build_collaborative_kg(inter, triples, links, None, items=list(range(n_items)),
-                                      users=list(range(n_users)), sources=sources)
-        # The builder keeps (user, time, row) order; recompute it to carry is_test along.
-        order = np.lexsort((np.arange(len(users)), time, users))
-        ei = data[INTERACTS].edge_index
-        if not (np.array_equal(ei[0].numpy(), users[order]) and
-                np.array_equal(ei[1].numpy(), items[order])):
-            raise RuntimeError("interaction order differs from the builder's; cannot align is_test")
-        flag = torch.from_numpy(is_test[order])
-        data[INTERACTS].is_test = flag
-        data[REV_INTERACTS].is_test = flag
+                                      users=list(range(n_users)), sources=sources,
+                                      edge_columns=["is_test"])
 
         user_org_out = [""] * n_users
         for r, o in zip(user_remap.tolist(), user_org):
