@@ -132,7 +132,27 @@ def _fmt(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else str(n)
 
 
-class KGDataset:
+class OneGraph:
+    """The dataset protocol of a source that yields one graph (as PyG's in-memory datasets):
+    ``dataset[0]`` (or ``dataset.data``) is the :class:`~torch_geometric.data.HeteroData`,
+    ``len(dataset) == 1``. Subclasses set ``self._data``."""
+
+    _data: HeteroData
+
+    @property
+    def data(self) -> HeteroData:
+        return self._data
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, idx: int) -> HeteroData:
+        if idx not in (0, -1):
+            raise IndexError(f"{type(self).__name__} holds one graph; index {idx} is out of range")
+        return self._data
+
+
+class KGDataset(OneGraph):
     r"""Base class of the dataset loaders: one :class:`~torch_geometric.data.HeteroData` built by
     :func:`~kgseqgraph.data.build_collaborative_kg` from the raw files of ``root``.
 
@@ -335,17 +355,6 @@ class KGDataset:
                 return
 
     # ------------------------------------------------------------------ dataset protocol
-    @property
-    def data(self) -> HeteroData:
-        return self._data
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, idx: int) -> HeteroData:
-        if idx not in (0, -1):
-            raise IndexError(f"{type(self).__name__} holds one graph; index {idx} is out of range")
-        return self._data
 
     def __repr__(self) -> str:
         d = self._data
@@ -634,6 +643,24 @@ def to_float(tokens: Sequence[str], lines: np.ndarray, path: Path, what: str) ->
             raise DataFormatError(str(path), f"{what} must be a finite number, got {tok!r}",
                                   int(ln)) from None
     raise DataFormatError(str(path), f"{what} must be numbers")  # pragma: no cover
+
+
+class NamedKGDataset(KGDataset):
+    """A loader of one of several named datasets of a source, with or without its KG: the name and
+    ``kg`` decide the processed file and the load options (the S3-Rec and KGAT files)."""
+
+    name: str
+    kg: bool
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return [f"{self.name}.pt" if self.kg else f"{self.name}_nokg.pt"]
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "kg": self.kg}
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {"kg": self.kg}
 
 
 class Adjacency(NamedTuple):

@@ -34,7 +34,7 @@ from torch_geometric.data import HeteroData
 
 from ..data.errors import LINE_COLUMN, DataFormatError
 from ..data.graph import INTERACTS, build_collaborative_kg
-from .base import (KGDataset, RawFile, positions_within, read_adjacency,
+from .base import (NamedKGDataset, RawFile, positions_within, read_adjacency,
                    read_lines, split_rows, to_int)
 
 __all__ = ["KGATDataset", "read_id_list", "read_item_list"]
@@ -174,7 +174,7 @@ def read_item_list(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     return org, remap, fb
 
 
-class KGATDataset(KGDataset):
+class KGATDataset(NamedKGDataset):
     r"""A KGAT dataset as one collaborative KG.
 
     The graph: ``user`` nodes = KGAT user remap ids ``0..n_users-1`` (``org_id`` from
@@ -210,16 +210,6 @@ class KGATDataset(KGDataset):
         if self.kg:
             files += ["kg_final.txt", "entity_list.txt", "relation_list.txt"]
         return [_raw(self.name, f) for f in files]
-
-    @property
-    def processed_file_names(self) -> list[str]:
-        return [f"{self.name}.pt" if self.kg else f"{self.name}_nokg.pt"]
-
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name, "kg": self.kg}
-
-    def load_kwargs(self) -> dict[str, Any]:
-        return {"kg": self.kg}
 
     @property
     def dataset_name(self) -> str:
