@@ -5,7 +5,8 @@ from .graph import (INTERACTS, BuildReport, build_collaborative_kg, kg_edge_type
 from .ids import ItemIdMap, Recommendation, item_id_map
 from .views import RelationalGraph, relational_view
 from .sequences import Sequences, user_sequences
-from .splits import LeaveOneOutSplit, leave_one_out
+from .splits import ColdItemSplit, LeaveOneOutSplit, cold_item_split, leave_one_out
+from .catalogue import append_items, first_items, reorder_items
 from .batching import (IGNORE_INDEX, SequenceBatch, append_mask_token, cloze_mask, mask_id,
                        pad_sequences, padding_id, shifted_targets, training_windows)
 from .describe import describe, format_description
@@ -30,6 +31,11 @@ __all__ = [
     "user_sequences",
     "LeaveOneOutSplit",
     "leave_one_out",
+    "ColdItemSplit",
+    "cold_item_split",
+    "append_items",
+    "first_items",
+    "reorder_items",
     "IGNORE_INDEX",
     "SequenceBatch",
     "append_mask_token",
