@@ -34,6 +34,14 @@ class PredictionHead(nn.Module):
         self.norm.reset_parameters()
         nn.init.zeros_(self.output_bias)
 
+    @torch.no_grad()
+    def add_items(self, count: int) -> None:
+        """Append ``count`` output biases of 0 — the value every bias starts from, and close to
+        the mean of the trained ones (the softmax gradient of a bias sums to zero over the
+        catalogue): no popularity information for items never trained on."""
+        b = self.output_bias
+        self.output_bias = nn.Parameter(torch.cat([b, b.new_zeros(count)]))
+
     def forward(self, hidden: Tensor) -> Tensor:
         r""":math:`\mathbf{h}'` for encoder outputs ``[..., D]``."""
         return self.norm(F.gelu(self.transform(hidden)))
