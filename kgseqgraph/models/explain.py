@@ -53,7 +53,7 @@ from torch import Tensor
 from ..data.sequences import Sequences
 
 __all__ = ["AttentionGraph", "edge_attention", "attention_paths", "explain",
-           "plot_explanation", "fact_edges", "scores_without_edges", "kg_enricher",
+           "plot_explanation", "fact_ids", "fact_edges", "scores_without_edges", "kg_enricher",
            "relation_label", "hop_text"]
 
 
@@ -420,33 +420,29 @@ def plot_explanation(df: Any, path: str | Path | None = None, ax: Any = None,
 
 
 # ------------------------------------------------------------------ deletion
-def fact_edges(graph: AttentionGraph, edges: Sequence[int] | Tensor) -> Tensor:
-    """Every edge of the facts ``edges`` belong to, sorted: each edge, its parallel copies
-    (the same triple again) and its reverse (``(t, rev_r, h)`` for ``(h, r, t)``,
-    ``interacts`` ↔ ``rev_interacts``) with theirs, where the graph has them."""
+def fact_ids(graph: AttentionGraph) -> Tensor:
+    """``[E]`` the fact each edge belongs to: an edge ``(h, r, t)``, its reverse
+    ``(t, rev_r, h)`` (``interacts`` ↔ ``rev_interacts``) and their parallel copies share one
+    id (``0 … F-1``)."""
+    names = graph.relation_names
+    index = {n: r for r, n in enumerate(names)}
+    base = torch.tensor([index.get(n[4:], r) if n.startswith("rev_") else r
+                         for r, n in enumerate(names)], dtype=torch.long)
+    lo, hi = torch.minimum(graph.head, graph.tail), torch.maximum(graph.head, graph.tail)
+    key = torch.stack([lo, hi, base[graph.relation]], 1)
+    return torch.unique(key, dim=0, return_inverse=True)[1]
+
+
+def fact_edges(graph: AttentionGraph, edges: Sequence[int] | Tensor,
+               facts: Tensor | None = None) -> Tensor:
+    """Every edge of the facts ``edges`` belong to (see :func:`fact_ids`; pass ``facts`` to
+    reuse them), sorted: each edge, its reverse and their parallel copies."""
     edges = torch.as_tensor(list(edges) if not isinstance(edges, Tensor) else edges,
                             dtype=torch.long).view(-1)
     if edges.numel() == 0:
         return edges
-    names = graph.relation_names
-    index = {n: r for r, n in enumerate(names)}
-    reverse = torch.tensor([index.get(n[4:] if n.startswith("rev_") else "rev_" + n, -1)
-                            for n in names], dtype=torch.long)
-    span_r, span_n = max(len(names), 1), graph.num_nodes
-    key = (graph.head * span_r + graph.relation) * span_n + graph.tail
-    order = torch.argsort(key, stable=True)
-    sorted_key = key[order]
-    r = reverse[graph.relation[edges]]
-    rev_key = (graph.tail[edges] * span_r + r.clamp_min(0)) * span_n + graph.head[edges]
-    wanted = torch.cat([key[edges], rev_key[r >= 0]])
-    lo = torch.searchsorted(sorted_key, wanted)
-    hi = torch.searchsorted(sorted_key, wanted, right=True)
-    counts = hi - lo
-    total = int(counts.sum())
-    offset = torch.arange(total) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts,
-                                                           counts, output_size=total)
-    pos = torch.repeat_interleave(lo, counts, output_size=total) + offset
-    return torch.unique(order[pos])
+    facts = fact_ids(graph) if facts is None else facts
+    return torch.isin(facts, facts[edges]).nonzero().view(-1)
 
 
 @contextlib.contextmanager
