@@ -46,3 +46,13 @@ def test_custom_model_from_layers_trains_one_step():
     assert torch.isfinite(loss)
     assert model.item_embedder.kg.node_emb.weight.grad is not None
     assert model.score(split.test_inputs).shape == (len(split.test_inputs), 40)
+
+
+def test_explain_katrec_runs_offline_and_writes_the_png(tmp_path, capsys):
+    module = _load("explain_katrec")
+    png = tmp_path / "why.png"
+    assert module.main(["--epochs", "1", "--png", str(png), "--paths", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "top recommendation" in printed and "←[" in printed or "—[" in printed
+    assert "added 'new-item'" in printed
+    assert png.read_bytes()[:4] == b"\x89PNG"
