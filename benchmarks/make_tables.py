@@ -12,7 +12,11 @@ the ``tuning/`` folder only for the tuning table) and replaces the text between
 markers. Keys: ``accuracy:<dataset>`` (full-ranking table), ``sampled`` (sampled-100 tables),
 ``buckets`` (test NDCG@10 by target popularity, and ``docs/popularity_buckets.png``),
 ``ablation:<dataset>`` (the dataset's ablation model and its variants), ``tuning`` (grid points ×
-validation NDCG@10) and ``summary`` (README). A block without data says "no committed runs yet".
+validation NDCG@10), ``summary`` (README), and from the other committed results
+``coldstart:<dataset>`` (``benchmarks/results/coldstart/``: cold-item ranking against chance),
+``faithfulness`` and ``explain-example:<dataset>`` (``benchmarks/results/explain/``: the
+deletion test of attention paths and the worked example). A block without data says "no
+committed runs yet".
 Means ± sample standard deviations (n − 1) over seeds; 4 decimals. The output depends only on the
 JSON files (sorted), so ``--check`` is exact; the PNG is only checked for existence.
 """
@@ -43,6 +47,9 @@ GENERATOR = "python benchmarks/make_tables.py"
 MAIN_METRICS = [("test", "HR@5"), ("test", "HR@10"), ("test", "NDCG@5"), ("test", "NDCG@10"),
                 ("test", "MRR")]
 SAMPLED = "sampled-100"
+#: the other results' folders (``main`` may point them elsewhere)
+RESULT_DIRS = {"coldstart": REPO / "benchmarks" / "results" / "coldstart",
+               "explain": REPO / "benchmarks" / "results" / "explain"}
 
 
 # --------------------------------------------------------------------------------- data
@@ -333,8 +340,15 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return tuning_block(results_dir)
     if key == "summary":
         return summary_block(results)
+    if kind == "coldstart" and arg:
+        return coldstart_block(arg, load_runs(RESULT_DIRS["coldstart"]))
+    if key == "faithfulness":
+        return faithfulness_block(load_runs(RESULT_DIRS["explain"]))
+    if kind == "explain-example" and arg:
+        return example_block(arg, load_runs(RESULT_DIRS["explain"]))
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, sampled, buckets, tuning, summary)")
+                     "ablation:<dataset>, sampled, buckets, tuning, summary, "
+                     "coldstart:<dataset>, faithfulness, explain-example:<dataset>)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,
@@ -344,6 +358,149 @@ def render_doc(text: str, results: dict[str, Any], results_dir: Path,
         return m.group(1) + render_block(m.group("key"), results, results_dir, png_name) \
             + m.group(4)
     return BLOCK_RE.sub(sub, text)
+
+
+# --------------------------------------------------------------------------------- cold start
+def load_runs(directory: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{dataset: {model: [run, …] sorted by seed}}`` of ``directory/<dataset>/*.json``."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    if not directory.is_dir():
+        return {}
+    for path in sorted(directory.glob("*/*.json")):
+        run = json.loads(path.read_text())
+        run["_file"] = str(path.relative_to(directory))
+        out[run["dataset"]][run["model"]].append(run)
+    return {d: {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in names.items()}
+            for d, names in out.items()}
+
+
+COLD_MODELS = ("pop", "sasrec", "katrec", "kg-sasrec", "kirec")
+
+
+def coldstart_block(dataset: str, runs: dict[str, Any]) -> str:
+    src = f"`benchmarks/results/coldstart/{dataset}/*.json`"
+    models = runs.get(dataset, {})
+    if not models:
+        return _stamp(src) + NONE_YET + "\n"
+    names = sorted(models, key=lambda n: (COLD_MODELS.index(n) if n in COLD_MODELS else 99, n))
+    first = models[names[0]][0]
+    split = first["split"]
+    header = ["model", "seeds", "cold only: HR@10", "NDCG@10", "MRR", "catalogue: HR@10",
+              "NDCG@10", "MRR", "median rank (catalogue)", "warm test NDCG@10",
+              "CPU min / run"]
+    rows = []
+    for name in names:
+        rs = models[name]
+        vals = lambda part, k: [r["metrics"][part][k] for r in rs]  # noqa: E731
+        label = _label(name)
+        if rs[0].get("draws", {}).get("count", 1) > 1:
+            label += f" (mean of {rs[0]['draws']['count']} draws of the new rows)"
+        rows.append([label, _seeds(rs),
+                     *[fmt_mean_sd(vals("cold_only", k)) for k in ("HR@10", "NDCG@10", "MRR")],
+                     *[fmt_mean_sd(vals("cold_full", k)) for k in ("HR@10", "NDCG@10", "MRR")],
+                     fmt_mean_sd([r["median_rank"]["cold_full"] for r in rs], 0),
+                     fmt_mean_sd([r["warm"]["test"]["NDCG@10"] for r in rs]),
+                     _cpu_minutes(rs)])
+    chance = first["chance"]
+    rows.append(["random scorer (exact expectation)", "–",
+                 *[f"{chance['cold_only'][k]:.4f}" for k in ("HR@10", "NDCG@10", "MRR")],
+                 *[f"{chance['cold_full'][k]:.4f}" for k in ("HR@10", "NDCG@10", "MRR")],
+                 f"≈ {(split['items'] + 1) / 2:.0f}", "–", "–"])
+    text = (_stamp(src)
+            + f"{dataset}: {split['cold_items']} of {split['items']} items held out "
+            f"(`cold_item_split(data, {first['config']['split']['fraction']}, seed="
+            f"{first['config']['split']['seed']})`, {split['cold_items_with_kg_facts']} of them "
+            f"with KG facts), {split['cold_interactions_removed']:,} interactions removed; "
+            f"{split['cold_test_users']} test users, each ranking their first cold item after "
+            f"{split['cold_test_history_mean']:.1f} warm items on average; "
+            f"{split['cold_targets_distinct']} distinct cold targets, the 3 most frequent "
+            f"{100 * split['cold_targets_top3_share']:.0f} % of them. Mean ± sd over seeds; "
+            "history excluded, pessimistic ties; \"cold only\": the target among the "
+            f"{split['cold_items']} cold items, \"catalogue\": among all {split['items']}.\n\n")
+    text += _table(header, rows, ["l", "l"] + ["r"] * 9)
+    ci = []
+    for name in names:
+        rs = models[name]
+        lo = statistics.fmean(r["ci95"]["cold_only"]["NDCG@10"][0] for r in rs)
+        hi = statistics.fmean(r["ci95"]["cold_only"]["NDCG@10"][1] for r in rs)
+        ci.append(f"{_label(name)} [{lo:.4f}, {hi:.4f}]")
+    text += ("\nCold-only NDCG@10, bootstrap 95 % interval over users (mean of the seeds' "
+             "bounds; it does not cover the few cold items that take most targets): "
+             + "; ".join(ci) + f" — chance {chance['cold_only']['NDCG@10']:.4f}.\n")
+    trained = sorted({(json.dumps(r["config"]["point"], sort_keys=True),
+                       json.dumps(r["config"]["budget"], sort_keys=True))
+                      for rs in models.values() for r in rs if r["config"].get("budget")})
+    for point, budget in trained:
+        p, b = json.loads(point), json.loads(budget)
+        text += (f"\nTrained models: the accuracy benchmark's options at lr {p['lr']:g}, dropout "
+                 f"{p['dropout']:g} (not tuned for this split), at most {b['epochs']} epochs, "
+                 f"patience {b['patience']} on warm validation NDCG@10.\n")
+    return text + "\n" + _provenance([r for rs in models.values() for r in rs]) + "\n"
+
+
+# --------------------------------------------------------------------------------- explanations
+def faithfulness_block(runs: dict[str, Any]) -> str:
+    src = "`benchmarks/results/explain/*/*.json`"
+    out = [_stamp(src)]
+    any_rows = False
+    for dataset in C.TABLE_DATASETS:
+        for model, rs in sorted(runs.get(dataset, {}).items()):
+            any_rows = True
+            for r in rs:
+                t = r["training"]
+                budget = r["config"]["budget"]
+                out.append(f"\n{dataset}, {_label(model)} (seed {r['seed']}; trained "
+                           f"{t['epochs_run']} of {budget['epochs']} epochs, patience "
+                           f"{budget['patience']}, best epoch {t['best_epoch']}; test NDCG@10 "
+                           f"{t['test']['NDCG@10']:.4f}), {r['metrics']['1']['pairs']} "
+                           f"user–item pairs ({sum(r['skipped'].values())} skipped: "
+                           + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                       for k, v in r["skipped"].items()) + "):\n\n")
+                header = ["k facts removed", "mean facts", "drop: explained", "drop: random",
+                          "difference [95 % CI]", "explained hurts more", "sign test p",
+                          "|change|: explained / random", "rank after: explained / random",
+                          "leaves top-1: explained / random"]
+                rows = []
+                for k, m in r["metrics"].items():
+                    rows.append([k, f"{m['facts_mean']:.2f}", f"{m['drop_explained_mean']:.4f}",
+                                 f"{m['drop_random_mean']:.4f}",
+                                 f"{m['diff_mean']:+.4f} [{m['diff_ci95'][0]:+.4f}, "
+                                 f"{m['diff_ci95'][1]:+.4f}]",
+                                 f"{100 * m['explained_hurts_more']:.0f} % ({m['wins']}/"
+                                 f"{m['losses']}/{m['ties']})",
+                                 f"{m['sign_test_p']:.2g}",
+                                 f"{m['abs_change_explained_mean']:.4f} / "
+                                 f"{m['abs_change_random_mean']:.4f}",
+                                 f"{m['rank_explained_mean']:.1f} / {m['rank_random_mean']:.1f}",
+                                 f"{100 * m['left_top1_explained']:.0f} % / "
+                                 f"{100 * m['left_top1_random']:.0f} %"])
+                out.append(_table(header, rows, ["r"] * len(header)))
+                out.append("\n" + _provenance([r]) + "\n")
+    if not any_rows:
+        out.append("\n" + NONE_YET + "\n")
+    return "".join(out)
+
+
+def example_block(dataset: str, runs: dict[str, Any]) -> str:
+    src = f"the `example` of `benchmarks/results/explain/{dataset}/*.json`"
+    examples = [r for rs in runs.get(dataset, {}).values() for r in rs if r.get("example")]
+    if not examples:
+        return _stamp(src) + NONE_YET + "\n"
+    r = examples[0]
+    ex = r["example"]
+    item = ex["item"]
+    hist = ", ".join(h["title"] or str(h["raw_id"]) for h in ex["history"])
+    text = (_stamp(src) + f"User {ex['user_raw_id']} of {dataset} ({ex['history_length']} items; "
+            f"the last {len(ex['history'])}: {hist}). {_label(r['model'])}'s top recommendation "
+            f"(history excluded): **{item['title']}** (item {item['raw_id']}, score "
+            f"{item['score']:.3f}). Its top {len(ex['paths'])} attention paths:\n\n")
+    rows = [[str(p["rank"]), f"{p['score']:.3g}", " × ".join(f"{a:.3g}" for a in p["alphas"]),
+             p["path"].replace("|", "\\|")] for p in ex["paths"]]
+    text += _table(["rank", "score", "α along the path", "path (history item → … → "
+                    "recommended item)"], rows, ["r", "r", "l", "l"])
+    if ex.get("figure"):
+        text += f"\n![The paths above]({Path(ex['figure']).name})\n"
+    return text + "\n" + _provenance([r]) + "\n"
 
 
 # --------------------------------------------------------------------------------- figure
@@ -401,12 +558,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results-dir", default=str(REPO / C.RESULTS_DIR))
     ap.add_argument("--docs", nargs="*", default=[str(REPO / "docs" / "results.md"),
-                                                  str(REPO / "README.md")],
+                                                  str(REPO / "README.md"),
+                                                  str(REPO / "docs" / "explain.md")],
                     help="markdown files whose generated blocks are rewritten")
     ap.add_argument("--png", default=str(REPO / "docs" / "popularity_buckets.png"))
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 (with a diff) when a file would change")
+    ap.add_argument("--coldstart-dir", default=str(RESULT_DIRS["coldstart"]))
+    ap.add_argument("--explain-dir", default=str(RESULT_DIRS["explain"]))
     args = ap.parse_args(argv)
+    RESULT_DIRS.update(coldstart=Path(args.coldstart_dir), explain=Path(args.explain_dir))
     results_dir = Path(args.results_dir)
     results = load_results(results_dir)
     png = Path(args.png)
