@@ -53,6 +53,6 @@ def test_explain_katrec_runs_offline_and_writes_the_png(tmp_path, capsys):
     png = tmp_path / "why.png"
     assert module.main(["--epochs", "1", "--png", str(png), "--paths", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "top recommendation" in printed and "←[" in printed or "—[" in printed
+    assert "top recommendation" in printed and ("←[" in printed or "—[" in printed)
     assert "added 'new-item'" in printed
     assert png.read_bytes()[:4] == b"\x89PNG"
