@@ -108,6 +108,24 @@ def test_explain_scores_paths_with_the_models_attention():
     assert len(explain(model, [A], item=C, data=data, max_length=1)) == 0
 
 
+@pytest.mark.parametrize("name,options", [("kg-gru4rec", {}), ("katrec", {}),
+                                          ("katrec", {"wiring": "gated", "hidden_size": 8})])
+def test_every_model_on_the_kg_item_embedder_is_explained_by_its_attention(name, options):
+    """The same attention (TransR projections zero: alpha = 1/(triples of the head)) under
+    another encoder or wiring: the same paths and scores."""
+    data = _tiny()
+    torch.manual_seed(0)
+    kw = dict(kg_dim=4, kg_hidden=[4, 4], node_types=["item", "entity"],
+              pretrain_bprmf_epochs=0, max_len=5)
+    if name == "katrec":
+        kw["encoder_kwargs"] = {"num_layers": 1, "num_heads": 1}
+    model = build_model(name, data, **kw, **options).eval()
+    with torch.no_grad():
+        model.item_embedder.kge.rel_proj.zero_()
+    df = explain(model, [A], item=C, data=data)
+    assert df["score"].tolist() == pytest.approx([1 / 4, 1 / 6])
+
+
 def test_explain_without_attention_uses_the_fixed_weights():
     data = _tiny()
     model = _model(data, use_attention=False)  # KGAT's: 1 / (triples of the head with r)
