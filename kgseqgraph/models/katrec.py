@@ -276,7 +276,18 @@ class KATRec(SequentialModel):
         super().add_items(data, generator=generator)
         self._cpu_triples = None
         self._triple_index = None
+        self._items_added = True
         return self
+
+    def save_pretrained(self, directory: Any) -> Any:
+        """As :meth:`SequentialRecommender.save_pretrained`; refused after :meth:`add_items`:
+        the new items read the graph one way only (existing nodes do not read them), which a
+        model rebuilt over the extended graph would not reproduce — retrain on it instead."""
+        if getattr(self, "_items_added", False):
+            raise ValueError("this KATRec was extended by add_items: its new items propagate one "
+                             "way only, which from_pretrained cannot rebuild; train a model on "
+                             "the extended graph to save one")
+        return super().save_pretrained(directory)
 
     # ------------------------------------------------------------------ KG loss
     @property

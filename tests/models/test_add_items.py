@@ -147,6 +147,13 @@ def test_kirec_projects_new_features_with_the_fitted_reduction(split):
         del g["item"].x_text
 
 
+def test_an_extended_graph_model_is_not_saved(split, tmp_path):
+    model = build_model("kg-sasrec", split.train_graph, **SMALL_KG)
+    model.add_items(append_items(split.train_graph, ["n1"]))
+    with pytest.raises(ValueError, match="extended by add_items"):
+        model.save_pretrained(tmp_path / "m")
+
+
 def test_add_items_refuses_another_graph(split):
     model = build_model("katrec", split.train_graph, **SMALL_KG)
     with pytest.raises(ValueError, match="differ from the model's graph"):
