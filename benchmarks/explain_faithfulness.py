@@ -15,7 +15,9 @@ whole test input (history excluded):
 3. for ``k`` in :data:`KS`, ``j``'s score is recomputed with the first ``k`` explained facts
    removed, and with ``k`` random ones removed (``scores_without_edges``: attention
    renormalised over each head's remaining triples, as if the graph never had them); the
-   **drop** is the original score minus the new one (the model's logit for ``j``).
+   **drop** is the original score minus the new one (the model's logit for ``j``), and the
+   same for ``j``'s log-probability (log-softmax over the catalogue, history excluded), which
+   discounts the shift every candidate's score takes when the history's own facts go.
 
 Reported per ``k``: mean and median drops, the mean paired difference with a bootstrap 95 % CI,
 the share of pairs where the explained deletion lowers the score more (ties count half), an
@@ -155,6 +157,7 @@ def deletion_test(model: Any, graph: Any, split: Any, pairs: int, seed: int,
         ranked = base.clone()
         ranked[history] = float("-inf")
         j = int(torch.argmax(ranked))
+        base_logp = float(torch.log_softmax(ranked.double(), 0)[j])
         df = explain(model, history, j, data=data, k=PATHS)
         if len(df) == 0:
             skipped["no_path"] += 1
@@ -187,7 +190,8 @@ def deletion_test(model: Any, graph: Any, split: Any, pairs: int, seed: int,
                                  ("random", pool[pick[:n]])):
                 s = without(model, [history], edges_of(chosen))[0]
                 s[history] = float("-inf")
-                res[name] = {"drop": float(base[j] - s[j]),
+                logp = float(torch.log_softmax(s.double(), 0)[j])
+                res[name] = {"drop": float(base[j] - s[j]), "drop_logp": base_logp - logp,
                              "rank": int((s > s[j]).sum()) + 1}
             row["by_k"][str(k)] = {"facts": n, **res}
         rows.append(row)
@@ -202,6 +206,11 @@ def summarise(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
         e = [r["by_k"][str(k)]["explained"]["drop"] for r in rows]
         x = [r["by_k"][str(k)]["random"]["drop"] for r in rows]
         diff = [a - b for a, b in zip(e, x)]
+        e_lp = [r["by_k"][str(k)]["explained"]["drop_logp"] for r in rows]
+        x_lp = [r["by_k"][str(k)]["random"]["drop_logp"] for r in rows]
+        diff_lp = [a - b for a, b in zip(e_lp, x_lp)]
+        wins_lp = sum(d > 0 for d in diff_lp)
+        losses_lp = sum(d < 0 for d in diff_lp)
         wins = sum(d > 0 for d in diff)
         losses = sum(d < 0 for d in diff)
         ties = len(diff) - wins - losses
@@ -217,6 +226,14 @@ def summarise(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
             "explained_hurts_more": (wins + 0.5 * ties) / len(diff),
             "wins": wins, "losses": losses, "ties": ties,
             "sign_test_p": sign_test(wins, losses),
+            "logp": {"drop_explained_mean": statistics.fmean(e_lp),
+                     "drop_random_mean": statistics.fmean(x_lp),
+                     "diff_mean": statistics.fmean(diff_lp),
+                     "diff_ci95": bootstrap_ci(diff_lp, seed),
+                     "explained_hurts_more": (wins_lp + 0.5 * (len(diff_lp) - wins_lp
+                                                                - losses_lp)) / len(diff_lp),
+                     "wins": wins_lp, "losses": losses_lp,
+                     "sign_test_p": sign_test(wins_lp, losses_lp)},
             "abs_change_explained_mean": statistics.fmean(abs(v) for v in e),
             "abs_change_random_mean": statistics.fmean(abs(v) for v in x),
             "rank_explained_mean": statistics.fmean(
@@ -231,6 +248,12 @@ def summarise(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
     return out
 
 
+def _rows(df: Any) -> list[dict[str, Any]]:
+    return [{"rank": int(r["rank"]), "score": float(r["score"]), "length": int(r["length"]),
+             "path": r["path"], "alphas": [float(a) for a in r["alphas"]],
+             "relations": list(r["relations"])} for _, r in df.iterrows()]
+
+
 def example(model: Any, split: Any, data: Any, user_index: int, png: Path | None
             ) -> dict[str, Any]:
     """The worked example: one user's top item and its paths (and the figure)."""
@@ -238,6 +261,8 @@ def example(model: Any, split: Any, data: Any, user_index: int, png: Path | None
 
     history = split.test_inputs[user_index].tolist()
     df = explain(model, history, data=data, k=8)
+    knowledge = explain(model, history, df.attrs["item"], data=data, k=5,
+                        through=("entity", "item"))
     if png is not None and len(df):
         png.parent.mkdir(parents=True, exist_ok=True)
         plot_explanation(df, png)
@@ -250,9 +275,8 @@ def example(model: Any, split: Any, data: Any, user_index: int, png: Path | None
         "history_length": len(history),
         "item": {"raw_id": df.attrs["item_raw_id"], "title": df.attrs["item_name"],
                  "score": df.attrs["item_score"], "rank": df.attrs["item_rank"]},
-        "paths": [{"rank": int(r["rank"]), "score": float(r["score"]), "length": int(r["length"]),
-                   "path": r["path"], "alphas": [float(a) for a in r["alphas"]],
-                   "relations": list(r["relations"])} for _, r in df.iterrows()],
+        "paths": _rows(df),
+        "paths_knowledge": _rows(knowledge),
         "figure": None if png is None else os.path.relpath(png, REPO),
     }
 

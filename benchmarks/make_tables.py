@@ -456,24 +456,31 @@ def faithfulness_block(runs: dict[str, Any]) -> str:
                            f"user–item pairs ({sum(r['skipped'].values())} skipped: "
                            + ", ".join(f"{v} {k.replace('_', ' ')}"
                                        for k, v in r["skipped"].items()) + "):\n\n")
-                header = ["k facts removed", "mean facts", "drop: explained", "drop: random",
-                          "difference [95 % CI]", "explained hurts more", "sign test p",
-                          "|change|: explained / random", "rank after: explained / random",
-                          "leaves top-1: explained / random"]
+                header = ["k facts removed", "mean facts", "logit drop: explained", "random",
+                          "difference [95 % CI]", "explained lowers it more (w/l/t)",
+                          "sign test p", "log-prob drop difference [95 % CI]",
+                          "explained lowers it more", "sign test p",
+                          "mean abs. logit change: explained / random",
+                          "rank after: explained / random", "leaves top-1: explained / random"]
                 rows = []
                 for k, m in r["metrics"].items():
-                    rows.append([k, f"{m['facts_mean']:.2f}", f"{m['drop_explained_mean']:.4f}",
-                                 f"{m['drop_random_mean']:.4f}",
-                                 f"{m['diff_mean']:+.4f} [{m['diff_ci95'][0]:+.4f}, "
-                                 f"{m['diff_ci95'][1]:+.4f}]",
+                    lp = m["logp"]
+                    rows.append([k, f"{m['facts_mean']:.2f}", f"{m['drop_explained_mean']:.5f}",
+                                 f"{m['drop_random_mean']:.5f}",
+                                 f"{m['diff_mean']:+.5f} [{m['diff_ci95'][0]:+.5f}, "
+                                 f"{m['diff_ci95'][1]:+.5f}]",
                                  f"{100 * m['explained_hurts_more']:.0f} % ({m['wins']}/"
                                  f"{m['losses']}/{m['ties']})",
                                  f"{m['sign_test_p']:.2g}",
-                                 f"{m['abs_change_explained_mean']:.4f} / "
-                                 f"{m['abs_change_random_mean']:.4f}",
-                                 f"{m['rank_explained_mean']:.1f} / {m['rank_random_mean']:.1f}",
-                                 f"{100 * m['left_top1_explained']:.0f} % / "
-                                 f"{100 * m['left_top1_random']:.0f} %"])
+                                 f"{lp['diff_mean']:+.5f} [{lp['diff_ci95'][0]:+.5f}, "
+                                 f"{lp['diff_ci95'][1]:+.5f}]",
+                                 f"{100 * lp['explained_hurts_more']:.0f} %",
+                                 f"{lp['sign_test_p']:.2g}",
+                                 f"{m['abs_change_explained_mean']:.5f} / "
+                                 f"{m['abs_change_random_mean']:.5f}",
+                                 f"{m['rank_explained_mean']:.2f} / {m['rank_random_mean']:.2f}",
+                                 f"{100 * m['left_top1_explained']:.1f} % / "
+                                 f"{100 * m['left_top1_random']:.1f} %"])
                 out.append(_table(header, rows, ["r"] * len(header)))
                 out.append("\n" + _provenance([r]) + "\n")
     if not any_rows:
@@ -494,12 +501,20 @@ def example_block(dataset: str, runs: dict[str, Any]) -> str:
             f"the last {len(ex['history'])}: {hist}). {_label(r['model'])}'s top recommendation "
             f"(history excluded): **{item['title']}** (item {item['raw_id']}, score "
             f"{item['score']:.3f}). Its top {len(ex['paths'])} attention paths:\n\n")
-    rows = [[str(p["rank"]), f"{p['score']:.3g}", " × ".join(f"{a:.3g}" for a in p["alphas"]),
-             p["path"].replace("|", "\\|")] for p in ex["paths"]]
-    text += _table(["rank", "score", "α along the path", "path (history item → … → "
-                    "recommended item)"], rows, ["r", "r", "l", "l"])
+    def paths_table(paths: list[dict[str, Any]]) -> str:
+        rows = [[str(p["rank"]), f"{p['score']:.3g}",
+                 " × ".join(f"{a:.3g}" for a in p["alphas"]), p["path"].replace("|", "\\|")]
+                for p in paths]
+        return _table(["rank", "score", "α along the path", "path (history item → … → "
+                       "recommended item)"], rows, ["r", "r", "l", "l"])
+
+    text += paths_table(ex["paths"])
     if ex.get("figure"):
         text += f"\n![The paths above]({Path(ex['figure']).name})\n"
+    if ex.get("paths_knowledge") is not None:
+        text += ("\nThe same item's top knowledge paths (`through=(\"entity\", \"item\")`: "
+                 "no user in between):\n\n")
+        text += paths_table(ex["paths_knowledge"]) if ex["paths_knowledge"] else "none.\n"
     return text + "\n" + _provenance([r]) + "\n"
 
 

@@ -393,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("-k", type=int, default=10, help="number of paths (default 10)")
     w.add_argument("--max-length", type=int, default=None,
                    help="longest path (default: the model's number of layers)")
+    w.add_argument("--through", nargs="+", default=None, metavar="TYPE",
+                   help="node types a path may pass through (e.g. entity: knowledge paths "
+                        "only, no user in between; default: all)")
     w.add_argument("--png", default=None, metavar="FILE", help="also draw the paths to FILE")
     w.add_argument("--json", action="store_true", help="print JSON")
     return parser
@@ -576,7 +579,8 @@ def _explain(args: argparse.Namespace) -> dict[str, Any]:
     if not history:
         _fail(f"user {args.user!r} has no items to explain a recommendation from")
     try:
-        df = explain(model, history, item, data=data, k=args.k, max_length=args.max_length)
+        df = explain(model, history, item, data=data, k=args.k, max_length=args.max_length,
+                     through=args.through)
     except ValueError as err:
         _fail(str(err))
     if args.png is not None:
@@ -588,7 +592,7 @@ def _explain(args: argparse.Namespace) -> dict[str, Any]:
             "user": args.user, "history": ids.decode(history),
             "item": {"index": a["item"], "raw_id": a["item_raw_id"], "title": ids.title(a["item"]),
                      "score": a["item_score"], "rank": a["item_rank"]},
-            "max_length": a["max_length"], "png": args.png,
+            "max_length": a["max_length"], "through": a["through"], "png": args.png,
             "paths": [{"rank": int(r["rank"]), "score": float(r["score"]),
                        "length": int(r["length"]), "path": r["path"],
                        "history_item": r["history_raw_id"],

@@ -48,6 +48,12 @@ def test_explain_a_users_recommendation(tmp_path, capsys):
                 "--item", "6"]) == 0
     text = capsys.readouterr().out
     assert text.startswith("why ") and "rank" in text
+    assert run(["explain", "--model-dir", "k/best_model", "--items", *range(40),
+                "--through", "entity", "--json"]) == 0
+    knowledge = json.loads(capsys.readouterr().out)
+    assert knowledge["through"] == ["entity"] and knowledge["paths"]
+    assert all("user " not in p["path"] for p in knowledge["paths"])
+    assert any("user " in p["path"] for p in out["paths"])
     with pytest.raises(SystemExit, match="unknown item id"):
         run(["explain", "--model-dir", "k/best_model", "--items", "3", "--item", "99999"])
     with pytest.raises(SystemExit, match="unknown user"):

@@ -106,15 +106,18 @@ def edge_attention(model: Any) -> AttentionGraph:
                           dict(enricher.node_counts), list(enricher.relation_names))
 
 
-def _reach_masks(graph: AttentionGraph, sources: Tensor, depth: int) -> list[Tensor]:
-    """``masks[d]``: nodes from which a source is reached in at most ``d`` message steps
-    backwards, i.e. nodes ``v`` with a walk ``source → … → v`` of length ``<= d``."""
+def _reach_masks(graph: AttentionGraph, sources: Tensor, depth: int,
+                 through: Tensor) -> list[Tensor]:
+    """``masks[d]``: nodes ``v`` with a walk ``source → … → v`` of at most ``d`` edges whose
+    intermediate nodes are all ``through``."""
     mask = torch.zeros(graph.num_nodes, dtype=torch.bool)
     mask[sources] = True
+    is_source = mask.clone()
     masks = [mask]
     for _ in range(depth):
         nxt = masks[-1].clone()
-        nxt[graph.head[masks[-1][graph.tail]]] = True
+        passable = masks[-1] & (is_source | through)
+        nxt[graph.head[passable[graph.tail]]] = True
         masks.append(nxt)
     return masks
 
@@ -151,10 +154,12 @@ def _merge_parallel(graph: AttentionGraph, nodes: Tensor, edges: Tensor,
 
 
 def attention_paths(graph: AttentionGraph, sources: Sequence[int] | Tensor, target: int,
-                    max_length: int, k: int = 10) -> list[tuple[list[int], list[int], float]]:
+                    max_length: int, k: int = 10, through: Tensor | None = None
+                    ) -> list[tuple[list[int], list[int], float]]:
     """The ``k`` best paths (product of ``alpha``) from any of ``sources`` to ``target`` in
     message direction, of at most ``max_length`` edges and without repeated nodes (see the
-    module docstring).
+    module docstring); ``through`` (a ``[num_nodes]`` bool mask) restricts the nodes a path may
+    pass through (its ends excepted).
 
     Returns:
         ``(nodes, edges, score)`` per path, best first: ``nodes`` from the source to
@@ -169,13 +174,16 @@ def attention_paths(graph: AttentionGraph, sources: Sequence[int] | Tensor, targ
         raise ValueError("max_length and k must be >= 1")
     is_source = torch.zeros(graph.num_nodes, dtype=torch.bool)
     is_source[sources] = True
-    reach = _reach_masks(graph, sources, max_length - 1)
+    if through is None:
+        through = torch.ones(graph.num_nodes, dtype=torch.bool)
+    reach = _reach_masks(graph, sources, max_length - 1, through)
     nodes = torch.tensor([[int(target)]])
     edges = torch.zeros(1, 0, dtype=torch.long)
     weight = torch.ones(1, dtype=graph.alpha.dtype)
     found: list[tuple[list[int], list[int], float]] = []
     for step in range(1, max_length + 1):
-        allowed = reach[max_length - step][graph.tail]  # the history is still reachable
+        # the history is still reachable, and the tail is a source or may be passed through
+        allowed = reach[max_length - step][graph.tail] & (is_source | through)[graph.tail]
         kept = allowed.nonzero().view(-1)  # edges sorted by head: a CSR over them
         ptr = torch.zeros(graph.num_nodes + 1, dtype=torch.long)
         ptr[1:] = torch.cumsum(torch.bincount(graph.head[kept], minlength=graph.num_nodes), 0)
@@ -202,7 +210,8 @@ def attention_paths(graph: AttentionGraph, sources: Sequence[int] | Tensor, targ
                 found.append((nodes[row].flip(0).tolist(), edges[row].flip(0).tolist(),
                               float(weight[row])))
         if step < max_length:
-            keep = _top_per_group(nodes[:, -1], weight, k)
+            go_on = through[nodes[:, -1]].nonzero().view(-1)
+            keep = go_on[_top_per_group(nodes[go_on, -1], weight[go_on], k)]
             nodes, edges, weight = nodes[keep], edges[keep], weight[keep]
     found.sort(key=lambda p: (-p[2], len(p[1]), p[0]))
     return found[:k]
@@ -260,7 +269,8 @@ def hop_text(label: str, reverse: bool, to: str) -> str:
 
 
 def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None,
-            data: Any = None, k: int = 10, max_length: int | None = None):
+            data: Any = None, k: int = 10, max_length: int | None = None,
+            through: Sequence[str] | None = None):
     """The top-``k`` attention paths from ``history`` to ``item`` (default: the model's top
     recommendation for ``history``), as a :class:`pandas.DataFrame`, best first.
 
@@ -271,6 +281,8 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
         data: the model's graph (its ``train_graph``), for raw ids, titles and relation names.
         k: number of paths.
         max_length: longest path (default and at most: the number of propagation layers).
+        through: node types a path may pass through (default: all; ``("entity",)`` or
+            ``("entity", "item")``: knowledge paths only, no user in between).
 
     Returns:
         One row per path: ``rank``, ``score`` (product of attention), ``length``,
@@ -312,7 +324,17 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
     names = _Names(graph, data)
     item_node = graph.node_offsets["item"] + item
     sources = torch.unique(hist) + graph.node_offsets["item"]
-    paths = attention_paths(graph, sources, item_node, max_length, k)
+    mask = None
+    if through is not None:
+        unknown = sorted(set(through) - set(graph.node_offsets))
+        if unknown:
+            raise ValueError(f"through: node types {unknown} are not in the model's graph "
+                             f"({list(graph.node_offsets)})")
+        mask = torch.zeros(graph.num_nodes, dtype=torch.bool)
+        for t in through:
+            s0 = graph.node_offsets[t]
+            mask[s0:s0 + graph.node_counts[t]] = True
+    paths = attention_paths(graph, sources, item_node, max_length, k, through=mask)
     rows = []
     for rank, (nodes, edges, score) in enumerate(paths, start=1):
         rel_names = [graph.relation_names[int(graph.relation[e])] for e in edges]
@@ -336,6 +358,7 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
         "item": item, "item_raw_id": names.raw_id(item_node), "item_name": names.name(item_node),
         "item_score": float(scores[item]), "item_rank": int((ranked > ranked[item]).sum()) + 1,
         "history": hist.tolist(), "max_length": max_length,
+        "through": None if through is None else list(through),
         "model": getattr(model, "model_name", type(model).__name__),
         "relation_labels": {n: relation_label(data, n)[0] for n in graph.relation_names}})
     return df

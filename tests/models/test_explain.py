@@ -44,6 +44,10 @@ def test_paths_follow_message_direction_and_multiply_attention():
                                                       ([1, 3, 2], 0.3)]
     # no path into the history's direction: from 2 to 0 only edge (0, 0, 2) exists
     assert [p[0] for p in attention_paths(g, [2], 0, max_length=1)] == [[2, 0]]
+    # only through nodes 3 and 1: 0 -> 4 -> 2 and 0 -> 2 pass nothing else, 0 -> 1 -> 3 -> 2
+    through = torch.tensor([False, True, False, True, False, False])
+    assert [p[0] for p in attention_paths(g, [0], 2, max_length=3, through=through)] == \
+        [[0, 3, 2], [0, 1, 3, 2], [0, 2]]
 
 
 def test_parallel_edges_make_one_path_with_their_summed_weight():
@@ -139,6 +143,8 @@ def test_paths_through_users_use_the_training_interactions_only():
     df = explain(model, [A], item=C, data=data, k=20)
     through_users = df[df["node_types"].map(lambda t: "user" in t)]
     assert len(through_users) > 0
+    knowledge = explain(model, [A], item=C, data=data, k=20, through=["entity"])
+    assert len(knowledge) == 2 and all(set(t[1:-1]) == {"entity"} for t in knowledge["node_types"])
     assert all(n[1].startswith("user") for n in through_users["names"])
     # over a split's training graph the held-out interactions are not paths
     split = leave_one_out(data)
