@@ -21,7 +21,8 @@ whole test input (history excluded):
 
 Reported per ``k``: mean and median drops, the mean paired difference with a bootstrap 95 % CI,
 the share of pairs where the explained deletion lowers the score more (ties count half), an
-exact two-sided sign test, the mean absolute change of the score, ``j``'s mean rank after the
+exact two-sided sign test, the mean absolute change of the score (and how often the explained
+deletion moves it more than the random one, with its sign test), ``j``'s mean rank after the
 deletion and how often it leaves the top-1 (the logit of ``j`` also moves with the history's
 own embeddings, which lose the same facts; the rank is the effect on the recommendation). The model is KATRec (the
 accuracy benchmark's options, lr 1e-3, dropout 0.2) trained on ``leave_one_out(data)
@@ -235,6 +236,10 @@ def summarise(rows: list[dict[str, Any]], seed: int) -> dict[str, Any]:
                      "wins": wins_lp, "losses": losses_lp,
                      "sign_test_p": sign_test(wins_lp, losses_lp)},
             "abs_change_explained_mean": statistics.fmean(abs(v) for v in e),
+            "abs_larger": {"share": statistics.fmean(
+                (abs(a) > abs(b)) + 0.5 * (abs(a) == abs(b)) for a, b in zip(e, x)),
+                "sign_test_p": sign_test(sum(abs(a) > abs(b) for a, b in zip(e, x)),
+                                         sum(abs(a) < abs(b) for a, b in zip(e, x)))},
             "abs_change_random_mean": statistics.fmean(abs(v) for v in x),
             "rank_explained_mean": statistics.fmean(
                 r["by_k"][str(k)]["explained"]["rank"] for r in rows),

@@ -461,6 +461,7 @@ def faithfulness_block(runs: dict[str, Any]) -> str:
                           "sign test p", "log-prob drop difference [95 % CI]",
                           "explained lowers it more", "sign test p",
                           "mean abs. logit change: explained / random",
+                          "explained moves it more (sign test p)",
                           "rank after: explained / random", "leaves top-1: explained / random"]
                 rows = []
                 for k, m in r["metrics"].items():
@@ -478,6 +479,8 @@ def faithfulness_block(runs: dict[str, Any]) -> str:
                                  f"{lp['sign_test_p']:.2g}",
                                  f"{m['abs_change_explained_mean']:.5f} / "
                                  f"{m['abs_change_random_mean']:.5f}",
+                                 f"{100 * m['abs_larger']['share']:.0f} % "
+                                 f"({m['abs_larger']['sign_test_p']:.2g})",
                                  f"{m['rank_explained_mean']:.2f} / {m['rank_random_mean']:.2f}",
                                  f"{100 * m['left_top1_explained']:.1f} % / "
                                  f"{100 * m['left_top1_random']:.1f} %"])
