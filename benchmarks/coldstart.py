@@ -21,7 +21,10 @@ Protocol (``docs/explain.md``, "Cold-start items"):
   over users of the cold metrics (users resampled; it does not cover the few cold items that
   take most targets, see ``split.cold_targets``);
 * SASRec's new rows are random draws (:data:`RANDOM_ROWS`): its metrics are the mean over
-  :data:`DRAWS` draws, each draw's in ``draws``.
+  :data:`DRAWS` draws, each draw's in ``draws``;
+* the KG models are also evaluated with their new TransR rows fitted to their triples
+  (``add_items(..., init="transr")``, :data:`ADD_ITEMS_VARIANTS`) on the same trained model,
+  under ``variants``.
 
 Results: ``benchmarks/results/coldstart/<dataset>/<model>_seed<seed>.json``; table:
 ``python benchmarks/make_tables.py`` (block ``coldstart:<dataset>``).
@@ -68,6 +71,10 @@ KS = (5, 10, 20)
 #: over DRAWS independent draws (each draw's in the JSON)
 RANDOM_ROWS = frozenset({"sasrec"})
 DRAWS = 20
+#: other add_items options evaluated on the same trained model (written under "variants"):
+#: the KG models' new TransR rows fitted to their triples instead of the neighbours' mean
+ADD_ITEMS_VARIANTS: dict[str, list[dict[str, Any]]] = {
+    "katrec": [{"init": "transr"}], "kg-sasrec": [{"init": "transr"}]}
 METRIC_KEYS = ("HR@5", "HR@10", "HR@20", "NDCG@10", "NDCG@20", "MRR")
 
 
@@ -123,6 +130,42 @@ class OnlyItems:
         return self
 
 
+def variant_name(options: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def evaluate_cold(model: Any, split: Any, draws: int, seed: int, **options: Any
+                  ) -> tuple[dict, dict, dict, list]:
+    """Extend (a copy of) ``model`` by the cold items and rank the cold test, ``draws`` times
+    (new generators) when its new rows are random; metrics averaged over the draws."""
+    import torch
+
+    from kgseqgraph.evaluation import Evaluator
+
+    evaluator = Evaluator(ks=KS, exclude_history=True, ties="pessimistic")
+    per_draw: list[dict[str, dict[str, float]]] = []
+    per_user_sum: dict[str, dict[str, Any]] = {}
+    for d in range(draws):
+        extended = copy.deepcopy(model)
+        extended.add_items(split.cold_graph,
+                           generator=torch.Generator().manual_seed(1000 * seed + d), **options)
+        this: dict[str, dict[str, float]] = {}
+        for name, scorer in (("cold_full", extended),
+                             ("cold_only", OnlyItems(extended, split.cold_items))):
+            means, per_user = evaluator.evaluate(scorer, split.cold_inputs, split.cold_targets,
+                                                 stage="test", return_per_user=True)
+            this[name] = {k: means[k] for k in METRIC_KEYS}
+            acc = per_user_sum.setdefault(name, {})
+            for k in (*METRIC_KEYS, "rank"):
+                acc[k] = per_user[k] / draws + acc.get(k, 0)
+        per_draw.append(this)
+    metrics = {name: {k: sum(p[name][k] for p in per_draw) / draws for k in METRIC_KEYS}
+               for name in ("cold_full", "cold_only")}
+    ci = {name: {k: bootstrap_ci(per_user_sum[name][k], seed=seed) for k in ("NDCG@10", "MRR")}
+          for name in metrics}
+    return metrics, ci, {name: per_user_sum[name]["rank"] for name in metrics}, per_draw
+
+
 def model_options(dataset: str, model: str, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """The accuracy benchmark's options for ``model`` at :data:`POINT` with :data:`BUDGET`."""
     spec = A.resolve(dataset, model, seed, point={} if model in C.UNTRAINED else POINT,
@@ -167,29 +210,14 @@ def run(dataset: str, model_name: str, seed: int, root: str | None, threads: int
         best_epoch = epochs_run = 0
     t_train = time.process_time() - t_cpu
     model.eval()
-    evaluator = Evaluator(ks=KS, exclude_history=True, ties="pessimistic")
     draws = DRAWS if model_name in RANDOM_ROWS else 1
-    per_draw: list[dict[str, dict[str, float]]] = []
-    per_user_sum: dict[str, dict[str, Any]] = {}
-    for d in range(draws):
-        extended = copy.deepcopy(model) if draws > 1 else model
-        extended.add_items(split.cold_graph,
-                           generator=torch.Generator().manual_seed(1000 * seed + d))
-        this: dict[str, dict[str, float]] = {}
-        for name, scorer in (("cold_full", extended),
-                             ("cold_only", OnlyItems(extended, split.cold_items))):
-            means, per_user = evaluator.evaluate(scorer, split.cold_inputs, split.cold_targets,
-                                                 stage="test", return_per_user=True)
-            this[name] = {k: means[k] for k in METRIC_KEYS}
-            acc = per_user_sum.setdefault(name, {})
-            for k in (*METRIC_KEYS, "rank"):
-                acc[k] = per_user[k] / draws + acc.get(k, 0)
-        per_draw.append(this)
-    metrics = {name: {k: sum(p[name][k] for p in per_draw) / draws for k in METRIC_KEYS}
-               for name in ("cold_full", "cold_only")}
-    ci = {name: {k: bootstrap_ci(per_user_sum[name][k], seed=seed) for k in ("NDCG@10", "MRR")}
-          for name in metrics}
-    per_user_ranks = {name: per_user_sum[name]["rank"] for name in metrics}
+    metrics, ci, per_user_ranks, per_draw = evaluate_cold(model, split, draws, seed)
+    variants = {}
+    for options in ADD_ITEMS_VARIANTS.get(model_name, []):
+        v_metrics, v_ci, v_ranks, _ = evaluate_cold(model, split, 1, seed, **options)
+        variants[variant_name(options)] = {
+            "add_items": options, "metrics": v_metrics, "ci95": v_ci,
+            "median_rank": {k: float(torch.median(v)) for k, v in v_ranks.items()}}
     n_items = int(split.full_graph["item"].num_nodes)
     history = [int(torch.unique(split.cold_inputs[u]).numel())
                for u in range(len(split.cold_inputs))]
@@ -214,6 +242,7 @@ def run(dataset: str, model_name: str, seed: int, root: str | None, threads: int
         "draws": {"count": draws, "metrics": per_draw if draws > 1 else None,
                   "why": "new items' rows are random: metrics averaged over independent draws"
                   if draws > 1 else None},
+        "variants": variants or None,
         "chance": chances,
         "ci95": ci,
         "median_rank": {k: float(torch.median(v)) for k, v in per_user_ranks.items()},

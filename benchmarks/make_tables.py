@@ -391,16 +391,25 @@ def coldstart_block(dataset: str, runs: dict[str, Any]) -> str:
     rows = []
     for name in names:
         rs = models[name]
-        vals = lambda part, k: [r["metrics"][part][k] for r in rs]  # noqa: E731
         label = _label(name)
-        if rs[0].get("draws", {}).get("count", 1) > 1:
+        if (rs[0].get("draws") or {}).get("count", 1) > 1:
             label += f" (mean of {rs[0]['draws']['count']} draws of the new rows)"
-        rows.append([label, _seeds(rs),
-                     *[fmt_mean_sd(vals("cold_only", k)) for k in ("HR@10", "NDCG@10", "MRR")],
-                     *[fmt_mean_sd(vals("cold_full", k)) for k in ("HR@10", "NDCG@10", "MRR")],
-                     fmt_mean_sd([r["median_rank"]["cold_full"] for r in rs], 0),
-                     fmt_mean_sd([r["warm"]["test"]["NDCG@10"] for r in rs]),
-                     _cpu_minutes(rs)])
+        variants = [None] + sorted({v for r in rs for v in (r.get("variants") or {})})
+        for variant in variants:
+            got = [r if variant is None else (r.get("variants") or {}).get(variant)
+                   for r in rs]
+            got = [g for g in got if g is not None]
+            vals = lambda part, k: [g["metrics"][part][k] for g in got]  # noqa: E731
+            rows.append([label if variant is None else f"{_label(name)}, add_items {variant}",
+                         _seeds(rs),
+                         *[fmt_mean_sd(vals("cold_only", k)) for k in ("HR@10", "NDCG@10",
+                                                                        "MRR")],
+                         *[fmt_mean_sd(vals("cold_full", k)) for k in ("HR@10", "NDCG@10",
+                                                                        "MRR")],
+                         fmt_mean_sd([g["median_rank"]["cold_full"] for g in got], 0),
+                         fmt_mean_sd([r["warm"]["test"]["NDCG@10"] for r in rs])
+                         if variant is None else "(same models)",
+                         _cpu_minutes(rs) if variant is None else "–"])
     chance = first["chance"]
     rows.append(["random scorer (exact expectation)", "–",
                  *[f"{chance['cold_only'][k]:.4f}" for k in ("HR@10", "NDCG@10", "MRR")],

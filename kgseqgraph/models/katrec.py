@@ -268,12 +268,14 @@ class KATRec(SequentialModel):
         options = {**cls.preset_defaults, **kwargs}
         return cls(KATRecConfig(num_items=catalogue_size(data), **options), data=data)
 
-    def add_items(self, data: Any, *, generator: torch.Generator | None = None) -> KATRec:
+    def add_items(self, data: Any, *, generator: torch.Generator | None = None,
+                  init: str = "mean") -> KATRec:
         """New items scored from their KG facts, nothing trained (see
         :meth:`~kgseqgraph.nn.embed.KGItemEmbedder.add_items`): ``data`` is the model's training
         graph with the new items and their facts appended (e.g.
-        :attr:`~kgseqgraph.data.ColdItemSplit.cold_graph`)."""
-        super().add_items(data, generator=generator)
+        :attr:`~kgseqgraph.data.ColdItemSplit.cold_graph`); ``init`` sets their TransR rows
+        (``"mean"`` of their neighbours' rows, or ``"transr"``: fitted to their triples)."""
+        super().add_items(data, generator=generator, init=init)
         self._cpu_triples = None
         self._triple_index = None
         self._items_added = True

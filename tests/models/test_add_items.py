@@ -173,3 +173,33 @@ def test_cold_split_end_to_end():
     scores = model.score(split.cold_inputs)
     assert scores.shape == (len(split.cold_inputs), int(data["item"].num_nodes))
     assert torch.isfinite(scores).all()
+
+
+def test_transr_init_fits_the_new_rows_to_their_triples(split):
+    g = split.train_graph
+    ent = g["entity"].raw_id
+    facts = pd.DataFrame([{"head": "N", "relation": "genre", "tail": ent[0], "tail_type": "entity"},
+                          {"head": "N", "relation": "creator", "tail": ent[1],
+                           "tail_type": "entity"}])
+    model = build_model("kg-sasrec", g, **SMALL_KG).eval()
+    before = model.score(split.test_inputs)
+    model.add_items(append_items(g, ["N"], facts), init="transr")
+    assert torch.allclose(model.score(split.test_inputs)[:, :40], before, atol=1e-6, rtol=0)
+    kge = model.item_embedder.kge
+    w = kge.node_emb.weight.detach().double()
+    proj, rel = kge.rel_proj.detach().double(), kge.rel_emb.weight.detach().double()
+    names = model.item_embedder.enricher.relation_names
+    e0, e1 = 41, 42  # entity rows come after the 41 items (nodes: items, entities, users)
+    x = w[40].clone().requires_grad_(True)
+    x0 = (w[e0] + w[e1]) / 2
+    loss = 0.1 * ((x - x0) ** 2).sum()
+    for r_name, t in (("genre", e0), ("creator", e1)):
+        r = names.index(r_name)  # (N, r, t)
+        loss = loss + ((x @ proj[r] + rel[r] - w[t] @ proj[r]) ** 2).sum()
+        rr = names.index("rev_" + r_name)  # (t, rev_r, N)
+        loss = loss + ((w[t] @ proj[rr] + rel[rr] - x @ proj[rr]) ** 2).sum()
+    loss.backward()
+    assert float(x.grad.abs().max()) < 1e-5  # the minimiser (stored in float32)
+    with pytest.raises(ValueError, match="init must be"):
+        build_model("kg-sasrec", g, **SMALL_KG).add_items(append_items(g, ["N"], facts),
+                                                          init="nope")

@@ -65,6 +65,42 @@ def _graph_options(kg_dim: int, relation_dim: int | None, kg_hidden: Sequence[in
                 reuse_attention=reuse_attention, kge_reg=kge_reg, recompute=recompute)
 
 
+#: how a new item's TransR row e^(0) is set (KGItemEmbedder.add_items)
+NEW_ITEM_INITS = ("mean", "transr")
+
+
+def _transr_rows(table: Tensor, kge: TransR, n: int, m: int, head: Tensor, relation: Tensor,
+                 tail: Tensor, content: Tensor, ridge: float) -> Tensor:
+    r"""TransR's own fit of the new items' rows to their facts, every other row fixed: for
+    new item :math:`x` the minimiser of
+    :math:`\sum \|\mathbf{W}_r\mathbf{x} + \mathbf{e}_r - \mathbf{W}_r\mathbf{e}_t\|^2`
+    over its triples :math:`(x, r, t)`, plus
+    :math:`\sum \|\mathbf{W}_r\mathbf{e}_h + \mathbf{e}_r - \mathbf{W}_r\mathbf{x}\|^2`
+    over :math:`(h, r, x)`, plus :math:`\lambda\|\mathbf{x} - \mathbf{x}_0\|^2` towards the
+    mean of its neighbours (a linear least-squares problem, solved exactly)."""
+    proj = kge.rel_proj.detach().cpu().to(torch.float64)  # [R, d_e, d_r]: W_r e = e @ proj[r]
+    rel = kge.rel_emb.weight.detach().cpu().to(torch.float64)
+    d = table.size(1)
+    x0 = table[n:n + m].to(torch.float64)
+    eye = torch.eye(d, dtype=torch.float64)
+    as_head = (head >= n) & (head < n + m) & content[tail] & (relation >= 0)
+    as_tail = (tail >= n) & (tail < n + m) & content[head] & (relation >= 0)
+    gram = ridge * eye.expand(m, d, d).clone()
+    rhs = ridge * x0.clone()
+    tab = table.to(torch.float64)
+    for mask, new, other, sign in ((as_head, head, tail, 1.0), (as_tail, tail, head, -1.0)):
+        if not mask.any():
+            continue
+        i, r, o = new[mask] - n, relation[mask], other[mask]
+        w = proj[r]  # [k, d_e, d_r]
+        # residual  W_r x - (W_r e_o - sign * e_r)  (as head), or  W_r x - (W_r e_o + e_r)
+        target = torch.einsum("kd,kde->ke", tab[o], w) - sign * rel[r]
+        gram.index_add_(0, i, torch.einsum("kde,kfe->kdf", w, w))
+        rhs.index_add_(0, i, torch.einsum("kde,ke->kd", w, target))
+    out = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
+    return out.to(table.dtype)
+
+
 class _GraphPart(nn.Module):
     """TransR over the collaborative KG and the enricher that shares its tables."""
 
@@ -98,9 +134,11 @@ class _GraphPart(nn.Module):
         return self.enricher.num_items
 
     @torch.no_grad()
-    def add_items(self, data: Any) -> int:
+    def add_items(self, data: Any, init: str = "mean", ridge: float = 0.1) -> int:
         r"""Extend the graph part by the items that ``data`` appends to its graph (see
         :meth:`KGItemEmbedder.add_items`); returns how many."""
+        if init not in NEW_ITEM_INITS:
+            raise ValueError(f"init must be one of {NEW_ITEM_INITS}, got {init!r}")
         enricher, kge = self.enricher, self.kge
         node_types = list(enricher.node_offsets)
         view = relational_view(data, tuple(node_types))
@@ -171,6 +209,10 @@ class _GraphPart(nn.Module):
         counts = torch.bincount(h_new - n, minlength=m).to(old.dtype).unsqueeze(1)
         mean_item = old[:n].mean(0, keepdim=True) if n else old.new_zeros(1, old.size(1))
         table[n:n_new] = torch.where(counts > 0, sums / counts.clamp_min(1), mean_item)
+        if init == "transr":
+            remap_full = remap[view.relation]
+            table[n:n_new] = _transr_rows(table, kge, n, m, view.head, remap_full, view.tail,
+                                          content, ridge)
         new_emb = nn.Embedding(view.num_nodes, old.size(1)).to(device=weight.device,
                                                                 dtype=weight.dtype)
         new_emb.weight.copy_(table.to(weight))
@@ -205,8 +247,8 @@ class _KGTables(nn.Module):
     def enricher(self) -> KGEnricher:
         return self.graph.enricher
 
-    def _add_graph_items(self, data: Any) -> int:
-        m = self.graph.add_items(data)
+    def _add_graph_items(self, data: Any, init: str = "mean") -> int:
+        m = self.graph.add_items(data, init=init)
         self.num_items += m
         return m
 
@@ -280,7 +322,7 @@ class KGItemEmbedder(_KGTables):
             nn.init.zeros_(self.output.bias)
 
     @torch.no_grad()
-    def add_items(self, data: Any) -> int:
+    def add_items(self, data: Any, init: str = "mean") -> int:
         r"""Add the items that ``data`` appends to the model's graph (items ``N … N+M-1``; every
         other node and every edge among existing nodes as in the graph the model was built on,
         else a :class:`ValueError`); returns :math:`M`.
@@ -289,15 +331,17 @@ class KGItemEmbedder(_KGTables):
           KG neighbours, layer by layer, with the trained attention); triples from an existing
           node to a new one are left out, so every existing node — and every existing item's
           input and output rows — propagates exactly as before.
-        * :math:`\mathbf{e}^{(0)}` of a new item (its TransR row): the mean of the rows of its
-          item and entity neighbours (without any: the mean item row). Nothing is trained.
+        * :math:`\mathbf{e}^{(0)}` of a new item (its TransR row): ``init="mean"``, the mean of
+          the rows of its item and entity neighbours (without any: the mean item row);
+          ``init="transr"``, TransR's own least-squares fit of the row to the item's triples,
+          every other parameter fixed, shrunk towards that mean. Nothing is trained.
         * The output fusion :math:`\hat{\mathbf{W}}, \hat{\mathbf{b}}` is shared by all items;
           with ``connection=False`` the new items' ID rows are zero, so their score comes from
           the graph alone.
 
         Relations must be the model's; new entities or users are not supported.
         """
-        m = self._add_graph_items(data)
+        m = self._add_graph_items(data, init)
         if self.id is not None:
             self.id.add_items(m, init="zeros")
         return m
@@ -349,9 +393,9 @@ class GatedKGItemEmbedder(_KGTables):
                                    hidden_size)
 
     @torch.no_grad()
-    def add_items(self, data: Any) -> int:
+    def add_items(self, data: Any, init: str = "mean") -> int:
         """As :meth:`KGItemEmbedder.add_items`; the new items' ID rows are zero."""
-        m = self._add_graph_items(data)
+        m = self._add_graph_items(data, init)
         self.id.add_items(m, init="zeros")
         return m
 
