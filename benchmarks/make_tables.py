@@ -448,11 +448,12 @@ def coldstart_block(dataset: str, runs: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------- explanations
-def faithfulness_block(runs: dict[str, Any]) -> str:
+def faithfulness_block(runs: dict[str, Any], datasets: tuple[str, ...] = C.TABLE_DATASETS
+                       ) -> str:
     src = "`benchmarks/results/explain/*/*.json`"
     out = [_stamp(src)]
     any_rows = False
-    for dataset in C.TABLE_DATASETS:
+    for dataset in datasets:
         for model, rs in sorted(runs.get(dataset, {}).items()):
             any_rows = True
             for r in rs:
