@@ -1,5 +1,6 @@
-"""Neural building blocks: KG embeddings, KG convolutions, segment ops, sequence encoders and
-item embedders.
+"""Neural building blocks: KG embeddings, KG convolutions, segment ops, sequence encoders, item
+embedders, and the layers of the text recommenders (prefix keys/values, tree attention masks,
+constrained beam search).
 
 The KG layers (:class:`TransE`, :class:`TransR`, :class:`KGAttentionConv`, :class:`KGEnricher`)
 are imported eagerly. The subpackages ``ops``, ``encoders`` and ``embed``'s other members load on
@@ -25,6 +26,18 @@ _LAZY = {
     "GRU4RecEncoder": ".encoders",
     "build_encoder": ".encoders",
     "catalogue_cross_entropy": ".losses",
+    "CosineHead": ".heads",
+    "PrefixKeyValues": ".prefix",
+    "ReasoningPromptAttention": ".prefix",
+    "NeighborEmbedding": ".prefix",
+    "tree_attention_mask": ".masks",
+    "cross_attention_mask": ".masks",
+    "additive_attention_mask": ".masks",
+    "PrefixTrie": ".decoding",
+    "beam_search": ".decoding",
+    "ranked_list_scores": ".decoding",
+    "max_pooled_embeddings": ".decoding",
+    "map_to_items": ".decoding",
 }
 
 __all__ = [
