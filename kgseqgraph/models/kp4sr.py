@@ -51,7 +51,7 @@ from torch import Tensor
 from ..data.batching import IGNORE_INDEX, random_cut
 from ..data.sequences import Sequences
 from ..data.views import relational_view, sample_relation_tails
-from ..nn.decoding import PrefixTrie, ranked_list_scores
+from ..nn.decoding import ListMemo, PrefixTrie, ranked_list_scores
 from ..nn.encoders.hf_t5 import T5LM
 from ..prompts.knowledge import (DEFAULT_TEMPLATES, FREEBASE_TYPE_WORDS, load_templates,
                                  render_triples)
@@ -176,6 +176,8 @@ class KP4SR(SequentialRecommender):
                                              cfg.num_heads, cfg.d_kv, cfg.dropout, self.pad_id,
                                              self.eos_id, cfg.attn_implementation))
         self.trie = PrefixTrie(self._targets, self.t5.vocab_size)
+        self._memo = ListMemo()
+        self.register_load_state_dict_post_hook(lambda m, _: m._memo.clear())
         if cfg.scorer == "classifier":
             ids = [t[0] for t in self._items]
             self.register_buffer("item_token_ids", torch.tensor(ids), persistent=False)
@@ -286,9 +288,16 @@ class KP4SR(SequentialRecommender):
         """``[B, N]``: beam rank of the generated items, ``-inf`` elsewhere (``scorer="beam"``),
         or item-token log-probabilities (``"classifier"``)."""
         if self.config.scorer == "beam":
-            return ranked_list_scores(self.generate_items(sequences), self.num_items)
+            gen = lambda: self.generate_items(sequences)  # noqa: E731
+            lists = gen() if self.training else self._memo(
+                (sequences.ptr, sequences.items, sequences.users), gen)
+            return ranked_list_scores(lists, self.num_items)
         enc, cross = self._encode(self._device_batch(sequences))
         return F.log_softmax(self._first_step(enc, cross)[:, self.item_token_ids].float(), -1)
+
+    def train(self, mode: bool = True) -> KP4SR:
+        self._memo.clear()   # the Evaluator's eval() starts a fresh memo of beam lists
+        return super().train(mode)
 
     def extra_repr(self) -> str:
         c = self.config

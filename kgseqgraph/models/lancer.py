@@ -51,7 +51,7 @@ from torch import Tensor
 from ..data.batching import IGNORE_INDEX, pad_sequences, padding_id, random_cut
 from ..data.sequences import Sequences
 from ..data.views import relational_view, sample_neighbors
-from ..nn.decoding import map_to_items, max_pooled_embeddings, ranked_list_scores
+from ..nn.decoding import ListMemo, map_to_items, max_pooled_embeddings, ranked_list_scores
 from ..nn.encoders.hf_gpt2 import CausalLM
 from ..nn.heads import CosineHead
 from ..nn.prefix import NeighborEmbedding, PrefixKeyValues, ReasoningPromptAttention
@@ -175,10 +175,12 @@ class LANCER(SequentialRecommender):
                 self.head = CosineHead(d, cfg.temperature)
         if cfg.freeze_lm:
             self.lm.requires_grad_(False)
-        self._step, self._states = 0, (None, None, None)
+        self._step, self._states, self._memo = 0, (None, None, None), ListMemo()
+        self.register_load_state_dict_post_hook(lambda m, _: m._memo.clear())
 
     def train(self, mode: bool = True) -> LANCER:
         super().train(mode)
+        self._memo.clear()
         if self.knowledge_lm is not None:
             self.knowledge_lm.eval()  # frozen: no dropout
         return self
@@ -313,7 +315,10 @@ class LANCER(SequentialRecommender):
         """``[B, N]``: beam rank of the mapped items, ``-inf`` elsewhere (``scorer="beam"``), or
         the cosine head's scores (``"cosine"``)."""
         if self.config.scorer == "beam":
-            return ranked_list_scores(self.generate_items(sequences), self.num_items)
+            gen = lambda: self.generate_items(sequences)  # noqa: E731
+            lists = gen() if self.training else self._memo(
+                (sequences.ptr, sequences.items, sequences.users), gen)
+            return ranked_list_scores(lists, self.num_items)
         items, mask = self._batch(sequences)
         prefix, pmask = self.prompt_prefix(items, mask)
         tb = self.texts.reasoning(items, mask)

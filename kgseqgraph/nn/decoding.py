@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["PrefixTrie", "BeamResult", "beam_search", "ranked_list_scores",
-           "max_pooled_embeddings", "map_to_items"]
+           "max_pooled_embeddings", "map_to_items", "ListMemo"]
 
 StepFn = Callable[[Tensor | None, Tensor | None], Tensor]
 
@@ -219,3 +219,28 @@ def map_to_items(generated: Tensor, generated_mask: Tensor, item_embeddings: Ten
     sims = F.normalize(q, dim=-1) @ F.normalize(item_embeddings, dim=-1).t()
     return torch.where(generated_mask.any(-1), sims.argmax(-1), torch.full_like(sims[:, 0], -1,
                                                                                   dtype=torch.long))
+
+
+class ListMemo:
+    """Generated lists of inputs already scored since the last :meth:`clear` — the Evaluator
+    scores every user twice (full ranking, then the sampled protocol), and a beam search is the
+    expensive part. A model clears it whenever its weights or mode may have changed
+    (``train()``/``eval()``, ``load_state_dict``)."""
+
+    def __init__(self) -> None:
+        self._lists: dict[str, Tensor] = {}
+
+    def clear(self) -> None:
+        self._lists.clear()
+
+    def __call__(self, key_tensors: Sequence[Tensor], generate: Callable[[], Tensor]) -> Tensor:
+        import hashlib
+
+        h = hashlib.sha1()
+        for t in key_tensors:
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        key = h.hexdigest()
+        if key not in self._lists:
+            self._lists[key] = generate()
+        return self._lists[key]

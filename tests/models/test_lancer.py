@@ -250,3 +250,17 @@ def test_ml100k_graph_builds_and_scores():
     s = model.score(split.test_inputs.select(torch.arange(2)))
     assert s.shape == (2, 1682) and (torch.isfinite(s).sum(1) <= 3).all()
     assert F.normalize(model.item_embeddings(), dim=-1).shape == (1682, 16)
+
+
+def test_beam_lists_are_memoised_between_the_evaluators_two_passes(monkeypatch):
+    model = make().eval()
+    calls = []
+    real = model.generate_items
+    monkeypatch.setattr(model, "generate_items", lambda s: calls.append(1) or real(s))
+    first = model.score(HIST)
+    assert torch.equal(model.score(HIST), first) and len(calls) == 1
+    model.eval()                                   # a new evaluation starts a fresh memo
+    model.score(HIST)
+    model.load_state_dict(model.state_dict())      # new weights: fresh memo
+    model.score(HIST)
+    assert len(calls) == 3

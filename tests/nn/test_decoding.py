@@ -129,3 +129,15 @@ def test_max_pooling_and_item_mapping_eq_8_9():
     assert pooled.tolist() == [[1.0, 3.0], [0.5, 0.5], [0.0, 0.0]]
     items = torch.tensor([[1.0, 3.1], [1.0, 1.0], [-1.0, 0.0]])   # item texts' pooled embeddings
     assert map_to_items(ids, mask, items, table).tolist() == [0, 1, -1]
+
+
+def test_list_memo_reuses_until_cleared():
+    from kgseqgraph.nn.decoding import ListMemo
+
+    memo, calls = ListMemo(), []
+    gen = lambda: calls.append(1) or torch.tensor([len(calls)])  # noqa: E731
+    a = torch.tensor([1, 2])
+    assert memo([a], gen).item() == 1 and memo([a.clone()], gen).item() == 1
+    assert memo([torch.tensor([2, 1])], gen).item() == 2
+    memo.clear()
+    assert memo([a], gen).item() == 3
