@@ -70,7 +70,7 @@ def _git_commit() -> str | None:
                                cwd=Path(__file__).resolve().parents[1]).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return os.environ.get("GIT_COMMIT")  # a run from an exported snapshot of a commit
 
 
 def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
     from kgseqgraph.training.trainer import versions
 
     torch.set_num_threads(args.threads)
+    commit = _git_commit()  # the code that runs, not what the tree holds when it ends
     root = args.root or os.path.join(os.environ.get("KGSEQGRAPH_DATA", "."), "ml-100k")
     t0, c0 = time.perf_counter(), time.process_time()
     data = load_dataset("ml-100k", root)
@@ -124,7 +125,7 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
                                        "test": len(split.targets("test"))}},
         "best_epoch": best_epoch, "epochs_run": epochs_run, "valid": valid, "test": test,
         "wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-        "git_commit": _git_commit(),
+        "git_commit": commit,
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(
             argv if argv is not None else sys.argv[1:])]),
         "versions": versions(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
