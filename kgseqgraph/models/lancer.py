@@ -176,7 +176,12 @@ class LANCER(SequentialRecommender):
         if cfg.freeze_lm:
             self.lm.requires_grad_(False)
         self._step, self._states, self._memo = 0, (None, None, None), ListMemo()
-        self.register_load_state_dict_post_hook(lambda m, _: m._memo.clear())
+        self.register_load_state_dict_post_hook(lambda m, _: m._forget())
+
+    def _forget(self) -> None:
+        """New weights: drop the cached item states and beam lists."""
+        self._states = (None, None, None)
+        self._memo.clear()
 
     def train(self, mode: bool = True) -> LANCER:
         super().train(mode)

@@ -261,6 +261,9 @@ def test_beam_lists_are_memoised_between_the_evaluators_two_passes(monkeypatch):
     assert torch.equal(model.score(HIST), first) and len(calls) == 1
     model.eval()                                   # a new evaluation starts a fresh memo
     model.score(HIST)
-    model.load_state_dict(model.state_dict())      # new weights: fresh memo
+    model._history_states(torch.tensor([[0]]), torch.tensor([[True]]))
+    assert model._states[0] is not None
+    model.load_state_dict(model.state_dict())      # new weights: fresh memo and item states
+    assert model._states[0] is None
     model.score(HIST)
     assert len(calls) == 3
