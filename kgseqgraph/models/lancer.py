@@ -50,7 +50,7 @@ from torch import Tensor
 
 from ..data.batching import IGNORE_INDEX, pad_sequences, padding_id, random_cut
 from ..data.sequences import Sequences
-from ..data.views import relational_view, sample_neighbors
+from ..data.views import relational_view
 from ..nn.decoding import ListMemo, map_to_items, max_pooled_embeddings, ranked_list_scores
 from ..nn.encoders.hf_gpt2 import CausalLM
 from ..nn.heads import CosineHead
@@ -165,12 +165,8 @@ class LANCER(SequentialRecommender):
             self.reasoning = (ReasoningPromptAttention(d, *shape, cfg.reasoning_activation)
                               if cfg.use_reasoning_prompt else None)
             if cfg.use_reasoning_prompt and cfg.reasoning_knowledge == "prompt+kg":
-                view = relational_view(data, ("item", "entity"))
-                edges = sample_neighbors(view, torch.arange(N), cfg.kg_neighbors,
-                                         torch.Generator().manual_seed(cfg.seed))
-                e = edges.clamp(min=0)
-                self.kg = NeighborEmbedding(torch.where(edges >= 0, view.tail[e], -1),
-                                            view.relation[e], d)
+                self.kg = NeighborEmbedding.sampled(relational_view(data, ("item", "entity")), N,
+                                                    cfg.kg_neighbors, d, cfg.seed)
             if cfg.scorer == "cosine":
                 self.head = CosineHead(d, cfg.temperature)
         if cfg.freeze_lm:
@@ -178,8 +174,7 @@ class LANCER(SequentialRecommender):
         self._step, self._states, self._memo = 0, (None, None, None), ListMemo()
         self.register_load_state_dict_post_hook(lambda m, _: m._forget())
 
-    def _forget(self) -> None:
-        """New weights: drop the cached item states and beam lists."""
+    def _forget(self) -> None:  # new weights: drop the cached item states and beam lists
         self._states = (None, None, None)
         self._memo.clear()
 
@@ -187,7 +182,7 @@ class LANCER(SequentialRecommender):
         super().train(mode)
         self._memo.clear()
         if self.knowledge_lm is not None:
-            self.knowledge_lm.eval()  # frozen: no dropout
+            self.knowledge_lm.eval()   # frozen: never in training mode
         return self
 
     def on_train_step_start(self) -> None:

@@ -203,6 +203,17 @@ class NeighborEmbedding(nn.Module):
         nn.init.normal_(self.node_emb.weight, std=0.02)
         nn.init.normal_(self.rel_emb.weight, std=0.02)
 
+    @classmethod
+    def sampled(cls, graph, num_items: int, k: int, dim: int, seed: int = 0) -> NeighborEmbedding:
+        """Up to ``k`` neighbours of each item of a relational view
+        (:func:`~kgseqgraph.data.sample_neighbors`, a seeded draw)."""
+        from ..data.views import sample_neighbors
+
+        edges = sample_neighbors(graph, torch.arange(num_items), k,
+                                 torch.Generator().manual_seed(seed))
+        e = edges.clamp(min=0)
+        return cls(torch.where(edges >= 0, graph.tail[e], -1), graph.relation[e], dim)
+
     def forward(self, items: Tensor) -> tuple[Tensor, Tensor]:
         """``(embeddings [..., k, dim], mask [..., k])`` of ``items`` (any shape of item ids)."""
         nodes, rels = self.nodes[items], self.relations[items]
