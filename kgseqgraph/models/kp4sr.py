@@ -116,9 +116,9 @@ class KP4SRConfig:
             raise ValueError("degree and hops must be >= 0 and num_beams >= 1")
         if self.train_templates is not None:
             self.train_templates = tuple(self.train_templates)
-        for t in (*(self.train_templates or ()), *([self.eval_template] or [])):
-            if t is not None:
-                PersonalizedPrompt(t)
+        for t in (*(self.train_templates or ()), *([self.eval_template] if self.eval_template
+                                                    else [])):
+            PersonalizedPrompt(t)
 
 
 @register_model("kp4sr")

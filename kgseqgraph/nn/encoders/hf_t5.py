@@ -155,15 +155,18 @@ class T5LM(nn.Module):
         return m.lm_head(h)
 
     def shift_right(self, labels: Tensor) -> Tensor:
-        """Decoder inputs of ``labels`` (``-100`` = padding): the start token, then the labels."""
+        """Decoder inputs of ``labels`` (:data:`~kgseqgraph.data.IGNORE_INDEX` = padding): the
+        start token, then the labels."""
         start = labels.new_full((labels.size(0), 1), self.start_id)
         return torch.cat([start, labels[:, :-1].clamp(min=0)], 1)
 
     def sequence_nll(self, enc: Tensor, cross_mask: Tensor, labels: Tensor) -> Tensor:
         r"""``[B]``: :math:`-\frac{1}{|y|}\sum_t \log p(y_t \mid y_{<t}, \text{enc})` of each
-        target row (``-100`` marks padding)."""
+        target row (:data:`~kgseqgraph.data.IGNORE_INDEX` marks padding)."""
+        from ...data.batching import IGNORE_INDEX
+
         logits = self.decode(enc, cross_mask, self.shift_right(labels)).float()
-        valid = labels >= 0
+        valid = labels != IGNORE_INDEX
         nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0),
                                                 reduction="none") * valid
         return nll.sum(1) / valid.sum(1).clamp(min=1)

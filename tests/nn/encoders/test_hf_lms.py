@@ -6,6 +6,7 @@ import torch
 
 pytest.importorskip("transformers")
 
+from kgseqgraph.data import IGNORE_INDEX  # noqa: E402
 from kgseqgraph.nn.decoding import PrefixTrie, beam_search  # noqa: E402
 from kgseqgraph.nn.encoders.hf_gpt2 import CausalLM  # noqa: E402
 from kgseqgraph.nn.encoders.hf_t5 import T5LM  # noqa: E402
@@ -96,7 +97,7 @@ def test_t5_decode_nll_and_masks():
     full = real[:, :, None] & real[:, None, :] | torch.eye(4, dtype=torch.bool)[None]
     enc = model.encode(ids, full)
     torch.testing.assert_close(enc[:, :2], model.encode(ids, real)[:, :2], atol=1e-5, rtol=1e-5)
-    labels = torch.tensor([[3, 4, 1], [2, 1, -100]])
+    labels = torch.tensor([[3, 4, 1], [2, 1, IGNORE_INDEX]])
     dec = model.shift_right(labels)
     assert dec.tolist() == [[0, 3, 4], [0, 2, 1]]
     from transformers.modeling_outputs import BaseModelOutput
