@@ -8,6 +8,11 @@ tail). A triple :math:`(h, r, t)` becomes
     \mathrm{prompt}(h, r, t) = \mathrm{template}_r\big[\,[X] \mapsto \mathrm{name}(h),\;
         [Y] \mapsto \mathrm{name}(t)\,\big].
 
+KP4SR renders every triple of a relational view once (:func:`render_triples`) and samples which
+ones enter each example's knowledge tree (:func:`~kgseqgraph.data.sample_relation_tails`).
+:func:`knowledge_prompts` is a static alternative: a fixed budget of prompts per item, chosen as
+follows.
+
 The knowledge prompts of an item :math:`i` are the renderings of its 1-hop triples (the item as
 head *or* tail of the original triple — the graph's ``rev_*`` edges are read back into the
 original direction, so one template per relation suffices), optionally followed by 2-hop triples
