@@ -318,9 +318,49 @@ def summary_block(results: dict[str, Any]) -> str:
             + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)))
 
 
+KGE_DIR = REPO / "benchmarks" / "results" / "kge"
+
+
+def kge_block(kge_dir: Path = KGE_DIR) -> str:
+    """Filtered link prediction of the KGE runs (``benchmarks/transr_ml100k.py`` JSON)."""
+    files = sorted(kge_dir.glob("*.json")) if kge_dir.is_dir() else []
+    stamp = _stamp("`benchmarks/results/kge/*.json`")
+    if not files:
+        return stamp + NONE_YET + "\n"
+    runs = [json.loads(f.read_text()) for f in files]
+    header = ["model", "command", "selected epoch", "valid MRR", "test MRR", "Hits@1", "Hits@3",
+              "Hits@10", "mean rank", "train s", "total s"]
+    rows = []
+    rnd = runs[0]["random_test"]
+    rows.append(["random scorer (exact expectation)", "–", "–", "–", f"{rnd['mrr']:.5f}",
+                 f"{rnd['hits@1']:.5f}", f"{rnd['hits@3']:.5f}", f"{rnd['hits@10']:.5f}",
+                 f"{rnd['mean_rank']:,.0f}", "–", "–"])
+    for r in runs:
+        name = r["model"].split("(")[0]
+        t = r["test"]
+        command = re.sub(r"--data \S*/ml-100k", "--data $KGSEQGRAPH_DATA/ml-100k",
+                         r["command"].split(" --out")[0])
+        rows.append([f"**{name}**", f"`{command}`",
+                     str(r["extra"]["selected_epoch"]), f"{r['valid']['mrr']:.4f}",
+                     f"**{t['mrr']:.4f}**", f"{t['hits@1']:.4f}", f"{t['hits@3']:.4f}",
+                     f"{t['hits@10']:.4f}", f"{t['mean_rank']:,.0f}", f"{r['train_seconds']:.0f}",
+                     f"{r['total_seconds']:.0f}"])
+    ratio = "; ".join(f"{r['model'].split('(')[0]} test MRR = {r['mrr_over_random']:.0f}× the "
+                      f"random scorer's" for r in runs)
+    trained = "; ".join(
+        f"{r['model'].split('(')[0]} on test triples whose nodes all have a training triple "
+        f"({1 - r['extra']['test_with_untrained_node']:.0%} of them): MRR "
+        f"{r['extra']['test_trained_nodes_only']['mrr']:.4f}, Hits@10 "
+        f"{r['extra']['test_trained_nodes_only']['hits@10']:.4f}" for r in runs)
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\n{ratio}. {trained}.\n")
+
+
 def render_block(key: str, results: dict[str, Any], results_dir: Path,
                  png_name: str | None) -> str:
     kind, _, arg = key.partition(":")
+    if key == "kge":
+        return kge_block()
     if kind == "accuracy" and arg:
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
@@ -334,7 +374,7 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
     if key == "summary":
         return summary_block(results)
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, sampled, buckets, tuning, summary)")
+                     "ablation:<dataset>, sampled, buckets, tuning, summary, kge)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,
