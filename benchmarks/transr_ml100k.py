@@ -24,7 +24,7 @@ import torch
 
 from kgseqgraph.data import build_collaborative_kg
 from kgseqgraph.nn.kge import TransE, TransR, kg_triples
-from kgseqgraph.nn.kge_eval import KGETrainConfig, run_link_prediction
+from kgseqgraph.training.kge import KGETrainConfig, run_link_prediction
 
 
 def load_ml100k(root: Path):

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
     from kgseqgraph.datasets.registry import load_dataset
     from kgseqgraph.models import build_model
     from kgseqgraph.training import TrainConfig, Trainer, seed_everything
-    from kgseqgraph.training.cli import parse_options
+    from kgseqgraph.cli import parse_options
     from kgseqgraph.training.trainer import versions
 
     torch.set_num_threads(args.threads)

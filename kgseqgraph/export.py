@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .io import atomic_path
+from .utils.io import atomic_path
 
 if TYPE_CHECKING:
     from .data.ids import ItemIdMap
@@ -115,7 +115,7 @@ def _item_ids_of(item_ids: Any) -> ItemIdMap | None:
 
 
 def _metadata(model: nn.Module, scorer: SequenceScorer, fmt: str) -> dict[str, Any]:
-    from . import __version__
+    from .utils.provenance import __version__
 
     meta: dict[str, Any] = {
         "format_version": _FORMAT_VERSION,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..io import new_file_mode
+from ..utils.io import new_file_mode
+from ..utils.progress import progress_enabled
 
 __all__ = ["DownloadError", "download_url", "sha256sum", "extract_zip_member"]
 
@@ -36,14 +37,6 @@ def sha256sum(path: str | os.PathLike, chunk_size: int = _CHUNK) -> str:
         while block := f.read(chunk_size):
             h.update(block)
     return h.hexdigest()
-
-
-def _progress_enabled(progress: bool | None) -> bool:
-    if progress is not None:
-        return progress
-    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        return False
-    return sys.stderr.isatty()
 
 
 def download_url(
@@ -87,7 +80,7 @@ def download_url(
                 total = response.headers.get("Content-Length")
                 bar = tqdm(total=int(total) if total else None, unit="B", unit_scale=True,
                            unit_divisor=1024, desc=dst.name,
-                           disable=not _progress_enabled(progress))
+                           disable=not progress_enabled(progress))
                 with bar:
                     try:
                         while block := response.read(_CHUNK):

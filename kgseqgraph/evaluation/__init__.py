@@ -10,7 +10,6 @@ from .full_ranking import (
     budgeted_chunk_size,
     evaluate_full_ranking,
     full_ranking_counts,
-    progress_enabled,
     resolve_chunk_size,
 )
 from .metrics import (
@@ -49,7 +48,6 @@ __all__ = [
     "ScoreFn",
     "full_ranking_counts",
     "evaluate_full_ranking",
-    "progress_enabled",
     "budgeted_chunk_size",
     "resolve_chunk_size",
     "DEFAULT_MAX_SCORE_BYTES",

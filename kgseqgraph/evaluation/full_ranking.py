@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..utils.progress import progress_enabled
 from .metrics import (
     DEFAULT_KS,
     ExcludeLike,
@@ -46,7 +47,7 @@ from .metrics import (
 )
 
 __all__ = ["ScoreFn", "evaluate_full_ranking", "full_ranking_counts",
-           "progress_enabled", "budgeted_chunk_size", "resolve_chunk_size",
+           "budgeted_chunk_size", "resolve_chunk_size",
            "DEFAULT_MAX_SCORE_BYTES", "DEFAULT_MAX_CHUNK_SIZE"]
 
 log = logging.getLogger("kgseqgraph")
@@ -54,15 +55,6 @@ log = logging.getLogger("kgseqgraph")
 ScoreFn = Callable[[int, int], Tensor]
 """``score_fn(start, end) -> Tensor[end - start, N]``: scores of every item for users
 ``start … end - 1`` (any device, any real dtype)."""
-
-
-def progress_enabled(progress: bool) -> bool:
-    """Whether to draw a tqdm bar: asked for, stderr is a terminal and ``$CI`` is not set."""
-    if not progress:
-        return False
-    if os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}:
-        return False
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def _check_chunk(chunk_size: int) -> int:

@@ -40,7 +40,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from .full_ranking import _check_chunk, progress_enabled, resolve_chunk_size
+from ..utils.progress import progress_enabled
+from .full_ranking import _check_chunk, resolve_chunk_size
 from .metrics import (
     DEFAULT_KS,
     ExcludeLike,

@@ -269,7 +269,7 @@ class AttributeCache:
     """
 
     def __init__(self, cache_dir: str | os.PathLike, key: str, meta: dict[str, Any]) -> None:
-        from ..models.base import atomic_write_bytes
+        from ..utils.io import atomic_write_bytes
 
         self.dir = Path(cache_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -446,7 +446,7 @@ class AttributeExtractor:
         Identical texts are generated once. Malformed generations are counted (and logged); the
         item gets an empty attribute set (every key ``[]``).
         """
-        from ..evaluation.full_ranking import progress_enabled
+        from ..utils.progress import progress_enabled
 
         cfg = self.config
         texts = [str(t) for t in texts]
@@ -466,7 +466,7 @@ class AttributeExtractor:
         t0 = time.perf_counter()
         batches = [todo[i:i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
         bar = None
-        if progress_enabled(True if progress is None else progress) and batches:
+        if progress_enabled(progress) and batches:
             from tqdm.auto import tqdm
             bar = tqdm(total=len(todo), desc="attributes", unit="item")
         for batch in batches:

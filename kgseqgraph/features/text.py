@@ -392,7 +392,7 @@ def encode_texts(texts: Sequence[str], model: Any = None,
     """
     from safetensors.torch import load_file, save
 
-    from ..models.base import atomic_write_bytes
+    from ..utils.io import atomic_write_bytes
 
     texts = [str(t) for t in texts]
     if batch_size <= 0:
@@ -411,9 +411,9 @@ def encode_texts(texts: Sequence[str], model: Any = None,
             except Exception as exc:  # a corrupt cache file is recomputed, never trusted
                 log.warning("text embeddings: unreadable cache %s (%s), recomputing", path, exc)
     st = _load_sentence_model(model, device)
-    from ..evaluation.full_ranking import progress_enabled
+    from ..utils.progress import progress_enabled
 
-    show = progress_enabled(bool(progress)) if progress is not None else progress_enabled(True)
+    show = progress_enabled(progress)
     log.info("text embeddings: encoding %d texts with %s", len(texts), identity)
     x = st.encode(texts, batch_size=batch_size, convert_to_tensor=True,
                   normalize_embeddings=normalize, show_progress_bar=show)

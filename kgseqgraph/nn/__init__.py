@@ -1,61 +1,62 @@
-"""Neural building blocks: KG embeddings, KG convolutions, segment ops, sequence encoders, item
-embedders, and the layers of the text recommenders (prefix keys/values, tree attention masks,
-constrained beam search).
-
-The KG layers (:class:`TransE`, :class:`TransR`, :class:`KGAttentionConv`, :class:`KGEnricher`)
-are imported eagerly. The subpackages ``ops``, ``encoders`` and ``embed``'s other members load on
-first attribute access (``kgseqgraph.nn.SASRecEncoder``), so importing ``kgseqgraph.nn`` never
-pulls in optional dependencies and a problem in one subpackage does not break the others.
-"""
+"""Neural building blocks: KG embeddings and BPR-MF, KG convolutions, segment ops, sequence
+encoders, item embedders, prediction heads, and the layers of the text recommenders (prefix
+keys/values, tree attention masks, constrained beam search) — the layers models are composed of."""
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from . import conv, embed, encoders, ops
 from .conv import KGAttentionConv
-from .embed.graph_enriched import KGEnricher
+from .embed import (GatedKGItemEmbedder, IDEmbedder, ItemTables, KGEnricher, KGItemEmbedder,
+                    KnowledgeFusedEmbedder)
+from .encoders import (BERT4RecEncoder, GRU4RecEncoder, SASRecEncoder, SequenceEncoder,
+                       build_encoder)
+from .decoding import PrefixTrie, beam_search, map_to_items, max_pooled_embeddings, ranked_list_scores
+from .heads import CosineHead, PredictionHead
 from .kge import KGEModel, TransE, TransR, TripleIndex, kg_triples, sample_negative_tails
-
-_SUBPACKAGES = ("ops", "encoders", "embed", "conv")
-_LAZY = {
-    "segment_softmax": ".ops",
-    "segment_softmax_aggregate": ".ops",
-    "SequenceEncoder": ".encoders",
-    "SASRecEncoder": ".encoders",
-    "BERT4RecEncoder": ".encoders",
-    "GRU4RecEncoder": ".encoders",
-    "build_encoder": ".encoders",
-    "catalogue_cross_entropy": ".losses",
-    "CosineHead": ".heads",
-    "PrefixKeyValues": ".prefix",
-    "ReasoningPromptAttention": ".prefix",
-    "NeighborEmbedding": ".prefix",
-    "tree_attention_mask": ".masks",
-    "cross_attention_mask": ".masks",
-    "additive_attention_mask": ".masks",
-    "PrefixTrie": ".decoding",
-    "beam_search": ".decoding",
-    "ranked_list_scores": ".decoding",
-    "max_pooled_embeddings": ".decoding",
-    "map_to_items": ".decoding",
-}
+from .losses import catalogue_cross_entropy
+from .masks import additive_attention_mask, cross_attention_mask, tree_attention_mask
+from .mf import BPRMF
+from .prefix import NeighborEmbedding, PrefixKeyValues, ReasoningPromptAttention
+from .ops import segment_softmax, segment_softmax_aggregate, segment_weighted_sum
 
 __all__ = [
+    "conv",
+    "embed",
+    "encoders",
+    "ops",
     "KGEModel",
     "TransE",
     "TransR",
     "TripleIndex",
     "kg_triples",
     "sample_negative_tails",
+    "BPRMF",
     "KGAttentionConv",
     "KGEnricher",
-    *_LAZY,
+    "IDEmbedder",
+    "KGItemEmbedder",
+    "GatedKGItemEmbedder",
+    "KnowledgeFusedEmbedder",
+    "ItemTables",
+    "PredictionHead",
+    "segment_softmax",
+    "segment_softmax_aggregate",
+    "segment_weighted_sum",
+    "SequenceEncoder",
+    "SASRecEncoder",
+    "BERT4RecEncoder",
+    "GRU4RecEncoder",
+    "build_encoder",
+    "catalogue_cross_entropy",
+    "CosineHead",
+    "PrefixKeyValues",
+    "ReasoningPromptAttention",
+    "NeighborEmbedding",
+    "tree_attention_mask",
+    "cross_attention_mask",
+    "additive_attention_mask",
+    "PrefixTrie",
+    "beam_search",
+    "ranked_list_scores",
+    "max_pooled_embeddings",
+    "map_to_items",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +30,8 @@ from torch import Tensor
 from torch.nn import Embedding, Parameter
 from torch_geometric.data import HeteroData
 
-from ..data.views import RelationalGraph, relational_view
+from ..data.triples import TripleIndex, Triples, kg_triples
+from ..data.views import RelationalGraph
 
 __all__ = [
     "Triples",
@@ -46,61 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("kgseqgraph")
-
-
-class Triples(NamedTuple):
-    """KG triples over one global node index: ``(head[e], relation[e], tail[e])``."""
-
-    head: Tensor
-    relation: Tensor
-    tail: Tensor
-    num_nodes: int
-    num_relations: int
-
-
-def kg_triples(graph: HeteroData | RelationalGraph | tuple[Tensor, Tensor],
-               node_types: Sequence[str] = ("item", "entity"), include_reverse: bool = True,
-               num_nodes: int | None = None, num_relations: int | None = None) -> Triples:
-    r"""Read the typed triples of a knowledge graph.
-
-    Args:
-        graph: one of
-
-            * the collaborative KG :class:`~torch_geometric.data.HeteroData` (every edge type is a
-              relation; flattened with :func:`~kgseqgraph.data.relational_view` over
-              ``node_types``, items first);
-            * a :class:`~kgseqgraph.data.RelationalGraph`;
-            * a tuple ``(edge_index, edge_type)`` in the package's message-passing convention
-              (the same as :attr:`RelationalGraph.edge_index` and
-              :class:`~kgseqgraph.nn.conv.KGAttentionConv`): ``edge_index[0]`` is the **tail**
-              (message source) and ``edge_index[1]`` the **head** (the node that aggregates).
-        node_types: node types to keep when ``graph`` is a ``HeteroData``.
-        include_reverse: keep the ``rev_*`` relations when ``graph`` is a ``HeteroData``.
-        num_nodes: number of nodes for the tuple form (default: ``edge_index.max() + 1``).
-        num_relations: number of relations for the tuple form (default: ``edge_type.max() + 1``).
-    """
-    if isinstance(graph, HeteroData):
-        graph = relational_view(graph, node_types=node_types, include_reverse=include_reverse)
-    if isinstance(graph, RelationalGraph):
-        return Triples(graph.head, graph.relation, graph.tail, graph.num_nodes,
-                       graph.num_relations)
-    if isinstance(graph, (tuple, list)) and len(graph) == 2:
-        edge_index, edge_type = graph
-        if not (isinstance(edge_index, Tensor) and edge_index.dim() == 2
-                and edge_index.size(0) == 2):
-            got = tuple(edge_index.shape) if isinstance(edge_index, Tensor) else type(edge_index)
-            raise ValueError(f"expected edge_index of shape [2, E] (row 0: tail, row 1: head), "
-                             f"got {got}")
-        if not (isinstance(edge_type, Tensor) and edge_type.shape == (edge_index.size(1),)):
-            got = tuple(edge_type.shape) if isinstance(edge_type, Tensor) else type(edge_type)
-            raise ValueError(f"expected edge_type of shape [{edge_index.size(1)}], got {got}")
-        n = num_nodes if num_nodes is not None else (
-            int(edge_index.max()) + 1 if edge_index.numel() else 0)
-        r = num_relations if num_relations is not None else (
-            int(edge_type.max()) + 1 if edge_type.numel() else 0)
-        return Triples(edge_index[1], edge_type, edge_index[0], n, r)
-    raise TypeError("expected a HeteroData, a RelationalGraph or an (edge_index, edge_type) tuple, "
-                    f"got {type(graph).__name__}")
 
 
 def relation_matmul(x: Tensor, relation: Tensor, weight: Tensor,
@@ -131,53 +76,6 @@ def relation_matmul(x: Tensor, relation: Tensor, weight: Tensor,
     parts = x.index_select(0, rows).split(counts)
     out = torch.cat([p @ w for p, w in zip(parts, weight.unbind(0)) if p.size(0)])
     return out.new_empty(out.shape).index_copy(0, order, out)
-
-
-class TripleIndex:
-    r"""Membership tests and per-``(h, r)`` tail lists for a set of triples.
-
-    Triples are encoded as sorted ``int64`` keys :math:`(h R + r) N + t`, so membership is a
-    binary search and the true tails of a query :math:`(h, r)` are one contiguous key range.
-    """
-
-    def __init__(self, head: Tensor, relation: Tensor, tail: Tensor, num_nodes: int,
-                 num_relations: int) -> None:
-        if num_nodes * num_nodes * max(num_relations, 1) >= 2 ** 62:
-            raise ValueError(f"graph too large for int64 triple keys ({num_nodes} nodes, "
-                             f"{num_relations} relations)")
-        self.num_nodes = int(num_nodes)
-        self.num_relations = int(num_relations)
-        self.keys = torch.unique(self._key(head, relation, tail))  # sorted
-
-    def _key(self, head: Tensor, relation: Tensor, tail: Tensor) -> Tensor:
-        return (head.long() * self.num_relations + relation.long()) * self.num_nodes + tail.long()
-
-    def __len__(self) -> int:
-        return int(self.keys.numel())
-
-    def contains(self, head: Tensor, relation: Tensor, tail: Tensor) -> Tensor:
-        """Boolean mask: which of the given triples are in the index."""
-        k = self._key(head, relation, tail).to(self.keys.device)
-        pos = torch.searchsorted(self.keys, k).clamp_(max=max(len(self) - 1, 0))
-        if len(self) == 0:
-            return torch.zeros_like(k, dtype=torch.bool)
-        return self.keys[pos] == k
-
-    def true_tails(self, head: Tensor, relation: Tensor) -> tuple[Tensor, Tensor]:
-        """All known tails of each query ``(head[b], relation[b])``.
-
-        Returns:
-            ``(query, tail)``: flat tensors, ``tail[j]`` is a known tail of query ``query[j]``.
-        """
-        base = (head.long() * self.num_relations + relation.long()) * self.num_nodes
-        base = base.to(self.keys.device)
-        lo = torch.searchsorted(self.keys, base)
-        hi = torch.searchsorted(self.keys, base + self.num_nodes)
-        counts = hi - lo
-        query = torch.repeat_interleave(torch.arange(head.numel(), device=lo.device), counts)
-        start = torch.repeat_interleave(lo - torch.cumsum(counts, 0) + counts, counts)
-        pos = start + torch.arange(query.numel(), device=lo.device)
-        return query, self.keys[pos] - base[query]
 
 
 def sample_negative_tails(head: Tensor, relation: Tensor, tail: Tensor, num_nodes: int, *,

@@ -24,7 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TrainConfig", "resolve_progress", "RESUME_COMPATIBLE_FIELDS", "METRIC_NAMES"]
+from ..utils.progress import progress_enabled
+
+__all__ = ["TrainConfig", "RESUME_COMPATIBLE_FIELDS", "METRIC_NAMES"]
 
 _METRIC_RE = re.compile(r"^(?P<name>[A-Za-z]+)(?:@(?P<k>\d+))?$")
 
@@ -35,16 +37,6 @@ METRIC_NAMES: frozenset[str] = frozenset({"HR", "NDCG", "MAP", "MRR"})
 #: optimisation trajectory nor the metrics).
 RESUME_COMPATIBLE_FIELDS: frozenset[str] = frozenset(
     {"output_dir", "device", "progress", "num_threads", "eval_chunk_size"})
-
-
-def resolve_progress(progress: bool | None) -> bool:
-    """``True``/``False`` as given; ``None`` (auto) → on only when stderr is a terminal and the
-    ``CI`` environment variable is unset (or false)."""
-    if progress is not None:
-        return bool(progress)
-    if os.environ.get("CI", "").lower() not in {"", "0", "false", "no"}:
-        return False
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 @dataclass
@@ -195,7 +187,7 @@ class TrainConfig:
 
     @property
     def progress_enabled(self) -> bool:
-        return resolve_progress(self.progress)
+        return progress_enabled(self.progress)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..models.base import atomic_write_bytes
+from ..utils.io import atomic_write_bytes
 
 __all__ = ["plot_training_curve", "training_curve_figure"]
 

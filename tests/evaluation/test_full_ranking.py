@@ -12,7 +12,6 @@ from kgseqgraph.evaluation import (
     evaluate_full_ranking,
     evaluate_scores,
     full_ranking_counts,
-    progress_enabled,
     rank_counts,
     resolve_chunk_size,
 )
@@ -133,17 +132,6 @@ def test_evaluator_with_model_excludes_history():
         ev.evaluate(model, seqs, targets[:3])
 
 
-def test_progress_switch(monkeypatch):
-    assert not progress_enabled(False)
-    monkeypatch.setenv("CI", "true")
-    assert not progress_enabled(True)
-    monkeypatch.delenv("CI")
-    monkeypatch.setattr("sys.stderr.isatty", lambda: False, raising=False)
-    assert not progress_enabled(True)
-
-
-# ---------------------------------------------------------------------------------------------
-# memory-budgeted chunks
 def test_budgeted_chunk_size():
     mib = 2**20
     assert DEFAULT_MAX_SCORE_BYTES == 256 * mib

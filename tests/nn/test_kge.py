@@ -5,10 +5,8 @@ import pytest
 import torch
 
 from kgseqgraph.data import build_collaborative_kg, relational_view
-from kgseqgraph.nn.kge import (TransE, TransR, TripleIndex, kg_triples, relation_matmul,
-                               sample_negative_tails)
-from kgseqgraph.nn.kge_eval import (KGETrainConfig, filtered_ranks, random_baseline, rank_metrics,
-                                    split_triples, train_kge)
+from kgseqgraph.data.triples import TripleIndex, kg_triples
+from kgseqgraph.nn.kge import TransE, TransR, relation_matmul, sample_negative_tails
 
 
 def _tiny_transr(reg=0.1):
@@ -91,25 +89,9 @@ def _graph():
     return build_collaborative_kg(inter, triples, links)
 
 
-def test_kg_triples_from_every_form():
-    data = _graph()
-    view = relational_view(data)
-    a = kg_triples(data)
-    b = kg_triples(view)
-    c = kg_triples((view.edge_index, view.relation), num_nodes=view.num_nodes,
-                   num_relations=view.num_relations)
-    for t in (b, c):
-        assert torch.equal(a.head, t.head) and torch.equal(a.tail, t.tail)
-        assert torch.equal(a.relation, t.relation)
-        assert (a.num_nodes, a.num_relations) == (t.num_nodes, t.num_relations)
-    assert (a.num_nodes, a.num_relations, a.head.numel()) == (5, 6, 8)
-    # the (item a -> genre -> entity m.x) fact: head a = node 0, tail m.x = node 3
-    g = view.relation_names.index("genre")
-    assert {(int(h), int(t)) for h, r, t in zip(a.head, a.relation, a.tail) if r == g} == {(0, 3), (1, 3)}
-    m = TransR.from_graph(data, 8)
+def test_from_graph_sizes_the_model():
+    m = TransR.from_graph(_graph(), 8)
     assert (m.num_nodes, m.num_relations) == (5, 6)
-    with pytest.raises(TypeError):
-        kg_triples("not a graph")
 
 
 def test_triple_index_and_filtered_negatives():
@@ -137,71 +119,6 @@ def test_triple_index_and_filtered_negatives():
     assert torch.equal(neg, again)
     plain = sample_negative_tails(h, r, t, N, generator=torch.Generator().manual_seed(3))
     assert plain.min() >= 0 and plain.max() < N
-
-
-def test_split_keeps_node_pairs_together():
-    data = _graph()
-    tr = kg_triples(data)
-    sp = split_triples(tr, (0.5, 0.25, 0.25), seed=0)
-    parts = [sp.train, sp.valid, sp.test]
-    assert sorted(torch.cat(parts).tolist()) == list(range(tr.head.numel()))
-    pair_part = {}
-    for p, idx in enumerate(parts):
-        for e in idx.tolist():
-            key = frozenset((int(tr.head[e]), int(tr.tail[e])))
-            assert pair_part.setdefault(key, p) == p  # a fact and its reverse share a part
-    assert len(pair_part) == 4
-    assert torch.equal(split_triples(tr, (0.5, 0.25, 0.25), seed=0).test, sp.test)
-    with pytest.raises(ValueError, match="sum"):
-        split_triples(tr, (0.5, 0.5, 0.5))
-
-
-def test_filtered_ranks_by_brute_force():
-    torch.manual_seed(0)
-    m = TransE(6, 1, 2)
-    with torch.no_grad():  # distances from e_0 + e_r = [0, 0] are the squared norms below
-        m.node_emb.weight.copy_(torch.tensor([[0.0, 0], [1, 0], [2, 0], [1, 0], [3, 0], [0.5, 0]]))
-        m.rel_emb.weight.zero_()
-    # known tails of (0, r0): 2 and 5; test triple (0, r0, 2): f = 4
-    known = TripleIndex(torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([2, 5]), 6, 1)
-    rank, n = filtered_ranks(m, torch.tensor([0]), torch.tensor([0]), torch.tensor([2]), known)
-    # candidates {0: 0, 1: 1, 2: 4 (target), 3: 1, 4: 9}; 5 is filtered -> 3 strictly better
-    assert rank.tolist() == [4.0] and n.tolist() == [5]
-    # ties: target tail 1 (f = 1) ties with node 3 -> pessimistic rank 3, expected 2.5
-    rank, _ = filtered_ranks(m, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), known)
-    assert rank.tolist() == [3.0]
-    rank, _ = filtered_ranks(m, torch.tensor([0]), torch.tensor([0]), torch.tensor([1]), known,
-                             ties="expected")
-    assert rank.tolist() == [2.5]
-    met = rank_metrics(torch.tensor([1.0, 4.0]), ks=(1, 3))
-    assert met["mrr"] == pytest.approx(0.625) and met["hits@1"] == 0.5 and met["hits@3"] == 0.5
-
-
-def test_random_baseline_exact():
-    out = random_baseline(torch.tensor([1, 4]), ks=(1, 3))
-    assert out["mrr"] == pytest.approx((1 + (1 + 1 / 2 + 1 / 3 + 1 / 4) / 4) / 2)
-    assert out["hits@1"] == pytest.approx((1 + 1 / 4) / 2)
-    assert out["hits@3"] == pytest.approx((1 + 3 / 4) / 2)
-    assert out["mean_rank"] == pytest.approx((1 + 2.5) / 2)
-
-
-@pytest.mark.realdata
-def test_transr_trains_on_ml100k(ml100k_graph):
-    torch.manual_seed(0)
-    tr = kg_triples(ml100k_graph)
-    assert (tr.num_nodes, tr.num_relations, tr.head.numel()) == (34712, 48, 183262)
-    sp = split_triples(tr, seed=0)
-    m = TransR(tr.num_nodes, tr.num_relations, 32, 32)
-    first = train_kge(m, tr, KGETrainConfig(epochs=1, lr=1e-3, seed=0, max_steps=10),
-                      index=sp.train)
-    train_kge(m, tr, KGETrainConfig(epochs=1, lr=1e-3, seed=1, max_steps=150), index=sp.train)
-    last = train_kge(m, tr, KGETrainConfig(epochs=1, lr=1e-3, seed=2, max_steps=10),
-                     index=sp.train)
-    assert last[0] < 0.5 * first[0]  # the pairwise loss falls (starts near ln 2)
-    everything = TripleIndex(tr.head, tr.relation, tr.tail, tr.num_nodes, tr.num_relations)
-    test = sp.test[:1000]
-    rank, n = filtered_ranks(m, tr.head[test], tr.relation[test], tr.tail[test], everything)
-    assert rank_metrics(rank)["mrr"] > 10 * random_baseline(n)["mrr"]
 
 
 def test_sample_triples_by_head_is_uniform_over_heads():

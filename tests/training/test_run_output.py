@@ -16,7 +16,7 @@ from kgseqgraph.datasets import Synthetic
 from kgseqgraph.models.sequential import SASRec
 from kgseqgraph.training import TrainConfig, Trainer
 from kgseqgraph.training.curves import training_curve_figure
-from kgseqgraph.training.trainer import DATASET_INFO_NAME
+from kgseqgraph.training.run_files import DATASET_INFO_NAME
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +35,10 @@ def trainer(graph, tmp_path, **kw) -> Trainer:
     return Trainer(model, leave_one_out(graph), TrainConfig(**cfg), data=graph)
 
 
-def test_progress_bar_does_not_warn(graph, tmp_path, capsys):
+def test_progress_bar_does_not_warn(graph, tmp_path, capsys, monkeypatch):
     """The bar's loss was ``float()`` of a tensor that requires grad: a UserWarning every run."""
+    # a bar is drawn only at a terminal outside CI; here stderr is captured, so say it is one
+    monkeypatch.setattr("kgseqgraph.training.config.progress_enabled", lambda p: p is not False)
     t = trainer(graph, tmp_path, progress=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -98,7 +98,8 @@ def main() -> None:
     from kgseqgraph.datasets.registry import load_dataset
     from kgseqgraph.models import build_model
     from kgseqgraph.training import TrainConfig, Trainer
-    from kgseqgraph.training.trainer import seed_everything, versions
+    from kgseqgraph.training.trainer import seed_everything
+    from kgseqgraph.utils import versions
 
     data = load_dataset("ml-100k", args.root, kg=False)
     split = leave_one_out(data)

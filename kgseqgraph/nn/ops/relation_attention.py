@@ -63,7 +63,8 @@ class _GatherDot(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: Tensor, b: Tensor, pa: PairIndex, pb: PairIndex) -> Tensor:
         ia, ib = pa.inverse, pb.inverse
-        out = a.new_empty(ia.numel())
+        # under autocast a and b may differ in dtype (a bf16 matmul vs a float32 tanh(. + bias))
+        out = a.new_empty(ia.numel(), dtype=torch.result_type(a, b))
         for s in range(0, ia.numel(), _DOT_CHUNK):
             sl = slice(s, s + _DOT_CHUNK)
             torch.sum(a.index_select(0, ia[sl]) * b.index_select(0, ib[sl]), -1, out=out[sl])
@@ -77,13 +78,14 @@ class _GatherDot(torch.autograd.Function):
         a, b = ctx.saved_tensors
         pa, pb = ctx.pairs
 
-        def seg(p: PairIndex, other: PairIndex, rows: Tensor) -> Tensor:
+        def seg(p: PairIndex, other: PairIndex, rows: Tensor, like: Tensor) -> Tensor:
+            weights = grad.index_select(0, p.order).to(rows.dtype)  # embedding_bag: one dtype
             return F.embedding_bag(other.inverse.index_select(0, p.order), rows, p.offsets,
-                                   mode="sum", per_sample_weights=grad.index_select(0, p.order),
-                                   include_last_offset=True)
+                                   mode="sum", per_sample_weights=weights,
+                                   include_last_offset=True).to(like.dtype)
 
-        ga = seg(pa, pb, b) if ctx.needs_input_grad[0] else None
-        gb = seg(pb, pa, a) if ctx.needs_input_grad[1] else None
+        ga = seg(pa, pb, b, a) if ctx.needs_input_grad[0] else None
+        gb = seg(pb, pa, a, b) if ctx.needs_input_grad[1] else None
         return ga, gb, None, None
 
 
@@ -126,7 +128,7 @@ class _RecomputedRelationScores(torch.autograd.Function):
         ctx.plan = plan
         score = x.new_empty(plan.edge_type.numel())
         for b in _per_relation(x, rel_emb, rel_proj, plan):
-            score[b.edges] = _gathered_edge_dots(b.k, b.tl, b.q, b.hl)
+            score[b.edges] = _gathered_edge_dots(b.k, b.tl, b.q, b.hl).to(score.dtype)
         return score
 
     @staticmethod

@@ -138,7 +138,7 @@ def _aggregate_fwd_kernel(score_ptr, x_ptr, ptr_ptr, out_ptr, m_ptr, l_ptr, H, D
     vector, :math:`\sum_e e^{\pi_e - m} x_e`); a new maximum rescales both by
     :math:`e^{m_{old} - m_{new}}`. Writes ``out = acc / ell`` and the statistics ``(m, ell)``.
     """
-    s = tl.program_id(0)
+    s = tl.program_id(0).to(tl.int64)  # (s H + h) D indexes out: past 2^31 for big S H D
     h = tl.program_id(1)
     pd = tl.program_id(2)
     start = tl.load(ptr_ptr + s)
@@ -246,8 +246,12 @@ def _block_d(D: int) -> int:
 # ----------------------------------------------------------------------------------------------
 # launchers (no autograd here; see segment_softmax.py for the Functions)
 # ----------------------------------------------------------------------------------------------
+# The kernels index raw pointers as if every tensor were contiguous, so each launcher makes its
+# inputs contiguous (a no-op for the usual case): e.g. the segment index ``edge_index[1]`` of an
+# ``edge_index`` built as ``[E, 2].t()`` has stride 2, which read garbage (out-of-bounds on a GPU).
 def softmax_fwd(score: Tensor, ptr: Tensor) -> Tensor:
-    """``score [E, H]`` (contiguous), ``ptr [S + 1]`` → ``alpha [E, H]``."""
+    """``score [E, H]``, ``ptr [S + 1]`` → ``alpha [E, H]``."""
+    score, ptr = score.contiguous(), ptr.contiguous()
     E, H = score.shape
     S = ptr.numel() - 1
     alpha = torch.empty_like(score)
@@ -258,7 +262,8 @@ def softmax_fwd(score: Tensor, ptr: Tensor) -> Tensor:
 
 
 def softmax_bwd(alpha: Tensor, grad: Tensor, ptr: Tensor) -> Tensor:
-    r"""``alpha * (g - sum_seg alpha * g)``, shape ``[E, H]`` (all inputs contiguous)."""
+    r"""``alpha * (g - sum_seg alpha * g)``, shape ``[E, H]``."""
+    alpha, grad, ptr = alpha.contiguous(), grad.contiguous(), ptr.contiguous()
     E, H = alpha.shape
     S = ptr.numel() - 1
     gscore = torch.empty_like(alpha)
@@ -270,6 +275,7 @@ def softmax_bwd(alpha: Tensor, grad: Tensor, ptr: Tensor) -> Tensor:
 
 def aggregate_fwd(score: Tensor, x: Tensor, ptr: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``score [E, H]``, ``x [E, H, D]`` → ``(out [S, H, D], m [S, H], l [S, H])``."""
+    score, x, ptr = score.contiguous(), x.contiguous(), ptr.contiguous()
     E, H, D = x.shape
     S = ptr.numel() - 1
     acc_t, acc_tl = _acc(x.dtype)
@@ -306,6 +312,8 @@ def aggregate_bwd(score: Tensor, x: Tensor, seg: Tensor, m: Tensor, ell: Tensor,
                   grad_out: Tensor, dot: Tensor, need_gx: bool) -> tuple[Tensor, Tensor | None]:
     """Gradients of :func:`aggregate_fwd`: ``(grad_score [E, H], grad_x [E, H, D] | None)``."""
     E, H, D = x.shape
+    score, x, seg, m, ell, grad_out, dot = (t.contiguous() for t in (score, x, seg, m, ell,
+                                                                     grad_out, dot))
     gscore = torch.empty_like(score)
     gx = torch.empty_like(x) if need_gx else None
     if E > 0 and H > 0:

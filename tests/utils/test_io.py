@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from kgseqgraph.io import atomic_open, atomic_path, atomic_write_bytes
+from kgseqgraph.utils.io import atomic_open, atomic_path, atomic_write_bytes
 
 
 def test_atomic_write_replaces_and_leaves_no_temporaries(tmp_path):

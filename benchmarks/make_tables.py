@@ -1,0 +1,535 @@
+"""Rewrite the accuracy tables of docs/results.md and README.md from the committed result JSONs.
+
+    python benchmarks/make_tables.py            # rewrite the generated blocks (+ the PNG)
+    python benchmarks/make_tables.py --check    # exit 1 and print a diff if the docs are stale
+
+Reads ``benchmarks/results/accuracy/<dataset>/*.json`` (``benchmarks/accuracy.py``'s output;
+the ``tuning/`` folder only for the tuning table) and replaces the text between
+
+    <!-- generated:KEY begin -->
+    <!-- generated:KEY end -->
+
+markers. Keys: ``accuracy:<dataset>`` (full-ranking table), ``sampled`` (sampled-100 tables),
+``buckets`` (test NDCG@10 by target popularity, and ``docs/popularity_buckets.png``),
+``ablation:<dataset>`` (the dataset's ablation model and its variants), ``tuning`` (grid points ×
+validation NDCG@10) and ``summary`` (README). A block without data says "no committed runs yet".
+Means ± sample standard deviations (n − 1) over seeds; 4 decimals. The output depends only on the
+JSON files (sorted), so ``--check`` is exact; the PNG is only checked for existence.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+import accuracy as A  # noqa: E402
+import accuracy_config as C  # noqa: E402
+
+BLOCK_RE = re.compile(r"(<!-- generated:(?P<key>[\w:.-]+) begin -->\n)(?P<body>.*?)"
+                      r"(<!-- generated:(?P=key) end -->)", re.S)
+NONE_YET = "No committed runs yet."
+GENERATOR = "python benchmarks/make_tables.py"
+MAIN_METRICS = [("test", "HR@5"), ("test", "HR@10"), ("test", "NDCG@5"), ("test", "NDCG@10"),
+                ("test", "MRR")]
+SAMPLED = "sampled-100"
+
+
+# --------------------------------------------------------------------------------- data
+def load_results(results_dir: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{dataset: {name: [run, …] sorted by seed}}`` of the final runs (not the tuning ones)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    if not results_dir.is_dir():
+        return {}
+    for path in sorted(results_dir.glob("*/*.json")):
+        run = json.loads(path.read_text())
+        run["_file"] = str(path.relative_to(results_dir))
+        out[run["dataset"]][run["name"]].append(run)
+    return {d: {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in names.items()}
+            for d, names in out.items()}
+
+
+def load_tuning(results_dir: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """``{dataset: {model: {point_id: valid NDCG@10}}}``."""
+    out: dict[str, dict[str, dict[str, float]]] = defaultdict(dict)
+    metric = C.PROTOCOL_TRAIN["valid_metric"]
+    for path in sorted(results_dir.glob("*/tuning/*__*_seed0.json")) if results_dir.is_dir() \
+            else []:
+        run = json.loads(path.read_text())
+        out[run["dataset"]].setdefault(run["model"], {})[run["grid"]["point_id"]] = \
+            float(run["valid"][metric])
+    return dict(out)
+
+
+def _values(runs: list[dict[str, Any]], stage: str, key: str) -> list[float]:
+    return [float(r[stage][key]) for r in runs if r[stage].get(key) is not None]
+
+
+def fmt_mean_sd(values: list[float], digits: int = 4) -> str:
+    """``"m ± sd"`` (sample sd, n − 1) over ``values``; one value alone; ``–`` for none."""
+    if not values:
+        return "–"
+    m = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{m:.{digits}f}"
+    return f"{m:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def _seeds(runs: list[dict[str, Any]]) -> str:
+    return ",".join(str(r["seed"]) for r in runs)
+
+
+def _best_epochs(runs: list[dict[str, Any]]) -> str:
+    if all(r["model"] in C.UNTRAINED for r in runs):
+        return "–"
+    budgets = {r["budget"]["epochs"] for r in runs}
+    epochs = ", ".join(str(r["best_epoch"]) for r in runs)
+    if len(budgets) == 1:
+        return f"{epochs} / {budgets.pop()}"
+    return ", ".join(f"{r['best_epoch']}/{r['budget']['epochs']}" for r in runs)
+
+
+def _converged(runs: list[dict[str, Any]]) -> str:
+    if all(r.get("converged") is None for r in runs):
+        return "–"
+    bad = [str(r["seed"]) for r in runs if r.get("converged") is False]
+    return "yes" if not bad else f"no: seed{'s' if len(bad) > 1 else ''} " + ", ".join(bad)
+
+
+def _cpu_minutes(runs: list[dict[str, Any]]) -> str:
+    return f"{statistics.fmean(r['cpu_seconds'] for r in runs) / 60:.1f}"
+
+
+def _point(runs: list[dict[str, Any]]) -> str:
+    ids = sorted({r["grid"]["point_id"] for r in runs})
+    return ", ".join(f"`{i}`" for i in ids)
+
+
+def _label(name: str) -> str:
+    if name in C.MODELS:
+        return C.MODEL_LABELS.get(name, name)
+    for base in sorted(C.MODELS, key=len, reverse=True):  # kg-sasrec-x: base kg-sasrec
+        if name.startswith(base + "-"):
+            return f"{C.MODEL_LABELS.get(base, base)} ({name[len(base) + 1:]})"
+    return name
+
+
+def _main_rows(names: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    rows = [(n, rs) for n, rs in names.items() if rs[0].get("variant") is None]
+    return sorted(rows, key=lambda x: C.model_order(x[0]))
+
+
+def _provenance(runs: list[dict[str, Any]]) -> str:
+    commits = sorted({(r.get("git_commit") or "unknown")[:9] for r in runs})
+    dirty = sum(1 for r in runs if r.get("dirty"))
+    text = f"Code at commit{'s' if len(commits) > 1 else ''} {', '.join(commits)}"
+    if dirty:
+        text += f"; {dirty} run{'s' if dirty > 1 else ''} from a modified working tree"
+    return text + "."
+
+
+def _stamp(what: str) -> str:
+    return f"_Generated by `{GENERATOR}` from {what}; do not edit by hand._\n\n"
+
+
+def _table(header: list[str], rows: list[list[str]], align: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------- blocks
+def accuracy_block(dataset: str, results: dict[str, Any]) -> str:
+    rows_in = _main_rows(results.get(dataset, {}))
+    src = f"`benchmarks/results/accuracy/{dataset}/*.json`"
+    if not rows_in:
+        return _stamp(src) + NONE_YET + "\n"
+    header = ["model", "seeds", "grid point", "valid NDCG@10", "test HR@5", "test HR@10",
+              "test NDCG@5", "test NDCG@10", "test MRR", "best epoch / budget", "converged",
+              "CPU min / run"]
+    rows = []
+    for name, runs in rows_in:
+        rows.append([_label(name), _seeds(runs), _point(runs),
+                     fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
+                     *[fmt_mean_sd(_values(runs, s, k)) for s, k in MAIN_METRICS],
+                     _best_epochs(runs), _converged(runs), _cpu_minutes(runs)])
+    all_runs = [r for _, rs in rows_in for r in rs]
+    return (_stamp(src) + _table(header, rows, ["l", "l", "l"] + ["r"] * 6 + ["l", "l", "r"])
+            + "\n" + _provenance(all_runs) + "\n")
+
+
+def sampled_block(results: dict[str, Any]) -> str:
+    out = [_stamp("`benchmarks/results/accuracy/*/*.json`"),
+           f"**Sampled metrics, labelled `{SAMPLED}/…`: the test target ranked against 100 "
+           "uniformly drawn items the user never interacted with — not this project's protocol "
+           "(full ranking, above); for comparison with papers that sample only.**\n"]
+    any_rows = False
+    for dataset in C.TABLE_DATASETS:
+        rows_in = _main_rows(results.get(dataset, {}))
+        if not rows_in:
+            continue
+        any_rows = True
+        rows = [[_label(n), _seeds(rs),
+                 *[fmt_mean_sd(_values(rs, "test", f"{SAMPLED}/{k}"))
+                   for k in ("HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")]]
+                for n, rs in rows_in]
+        out.append(f"\n{dataset}:\n\n")
+        out.append(_table(["model", "seeds"] + [f"test {SAMPLED}/{k}" for k in
+                                                ("HR@5", "HR@10", "NDCG@5", "NDCG@10", "MRR")],
+                          rows, ["l", "l"] + ["r"] * 5))
+    if not any_rows:
+        out.append("\n" + NONE_YET + "\n")
+    return "".join(out)
+
+
+def _bucket_runs(dataset: str, results: dict[str, Any]) -> list[tuple[str, list[dict]]]:
+    return [(n, rs) for n, rs in _main_rows(results.get(dataset, {}))
+            if all(r.get("popularity_buckets") for r in rs)]
+
+
+def buckets_block(results: dict[str, Any], png_name: str | None) -> str:
+    out = [_stamp("the `popularity_buckets` of `benchmarks/results/accuracy/*/*.json`"),
+           "Test NDCG@10 by quintile of the test target's training frequency (Q1: the least "
+           "popular targets); bucket edges are quantiles over the test users, so each bucket "
+           "holds about a fifth of them (counts of training interactions in the header).\n"]
+    any_rows = False
+    for dataset in C.TABLE_DATASETS:
+        rows_in = _bucket_runs(dataset, results)
+        if not rows_in:
+            continue
+        any_rows = True
+        first = rows_in[0][1][0]["popularity_buckets"]["buckets"]
+        header = ["model", "seeds"] + [
+            f"Q{b['bucket']} ({b['count_range'][0]}–{b['count_range'][1]})"
+            if b["count_range"] else f"Q{b['bucket']} (empty)" for b in first]
+        rows = [["users", "–"] + [str(b["users"]) for b in first]]
+        for name, runs in rows_in:
+            cells = []
+            for i in range(len(first)):
+                vals = [r["popularity_buckets"]["buckets"][i]["NDCG@10"] for r in runs]
+                cells.append(fmt_mean_sd([v for v in vals if v is not None]))
+            rows.append([_label(name), _seeds(runs)] + cells)
+        out.append(f"\n{dataset}:\n\n")
+        out.append(_table(header, rows, ["l", "l"] + ["r"] * len(first)))
+    if not any_rows:
+        out.append("\n" + NONE_YET + "\n")
+    elif png_name:
+        out.append(f"\n![Test NDCG@10 by target popularity quintile]({png_name})\n")
+    return "".join(out)
+
+
+def ablation_block(dataset: str, results: dict[str, Any]) -> str:
+    base = C.ABLATIONS.get(dataset)
+    src = f"`benchmarks/results/accuracy/{dataset}/{base}*.json`"
+    if base is None:
+        return _stamp(src) + f"No ablation is configured for {dataset}.\n"
+    names = results.get(dataset, {})
+    wanted = [base] + [f"{base}-{v}" for v in C.ablation_variants(base)]
+    rows_in = [(n, names[n]) for n in wanted if n in names]
+    if not rows_in:
+        return _stamp(src) + NONE_YET + "\n"
+    full = _values(names.get(base, []), "test", "NDCG@10")
+    header = ["variant", "options", "seeds", "valid NDCG@10", "test HR@10", "test NDCG@10",
+              "Δ test NDCG@10 vs full", "best epoch / budget", "converged"]
+    rows = []
+    for name, runs in rows_in:
+        variant = runs[0].get("variant")
+        opts = runs[0]["grid"].get("variant_options") or {}
+        delta = "–"
+        vals = _values(runs, "test", "NDCG@10")
+        if variant is not None and full and vals:
+            delta = f"{statistics.fmean(vals) - statistics.fmean(full):+.4f}"
+        rows.append(["full model" if variant is None else variant,
+                     ", ".join(f"`{k}={json.dumps(v)}`" for k, v in opts.items()) or "–",
+                     _seeds(runs), fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
+                     fmt_mean_sd(_values(runs, "test", "HR@10")), fmt_mean_sd(vals), delta,
+                     _best_epochs(runs), _converged(runs)])
+    missing = [n for n in wanted if n not in names]
+    text = _stamp(src) + f"{C.MODEL_LABELS.get(base, base)} on {dataset}:\n\n"
+    text += _table(header, rows, ["l", "l", "l", "r", "r", "r", "r", "l", "l"])
+    if missing:
+        text += "\nNot run yet: " + ", ".join(f"`{m}`" for m in missing) + ".\n"
+    return text + "\n" + _provenance([r for _, rs in rows_in for r in rs]) + "\n"
+
+
+def tuning_block(results_dir: Path) -> str:
+    tuning = load_tuning(results_dir)
+    out = [_stamp("`benchmarks/results/accuracy/*/tuning/*.json`"),
+           "Validation NDCG@10 of each grid point (seed 0); **bold**: the point chosen for "
+           "every seed (best validation, never test).\n"]
+    any_rows = False
+    for dataset in C.TABLE_DATASETS:
+        models = tuning.get(dataset, {})
+        if not models:
+            continue
+        any_rows = True
+        order: list[str] = []
+        for model in sorted(models, key=C.model_order):
+            grid_ids = [pid for pid, _ in A.grid_points(A.grid_of(dataset, model))]
+            for pid in grid_ids + sorted(models[model]):
+                if pid not in order and (pid in models[model] or pid in grid_ids):
+                    order.append(pid)
+        rows = []
+        for model in sorted(models, key=C.model_order):
+            try:
+                chosen = A.select_point(results_dir, dataset, model)["point_id"]
+            except A.IncompleteTuning:
+                chosen = None
+            cells = []
+            for pid in order:
+                v = models[model].get(pid)
+                cell = "–" if v is None else f"{v:.4f}"
+                cells.append(f"**{cell}**" if pid == chosen else cell)
+            rows.append([_label(model)] + cells)
+        out.append(f"\n{dataset}:\n\n")
+        out.append(_table(["model"] + [f"`{p}`" for p in order], rows, ["l"] + ["r"] * len(order)))
+    if not any_rows:
+        out.append("\n" + NONE_YET + "\n")
+    return "".join(out)
+
+
+def summary_block(results: dict[str, Any]) -> str:
+    datasets = [d for d in C.TABLE_DATASETS if _main_rows(results.get(d, {}))]
+    stamp = _stamp("`benchmarks/results/accuracy`")
+    if not datasets:
+        return stamp + NONE_YET + " Tables: `docs/results.md`.\n"
+    names = sorted({n for d in datasets for n, _ in _main_rows(results[d])}, key=C.model_order)
+    rows = []
+    for name in names:
+        cells = []
+        for d in datasets:
+            runs = results[d].get(name)
+            cells.append(fmt_mean_sd(_values(runs, "test", "NDCG@10")) if runs else "–")
+        rows.append([_label(name)] + cells)
+    return (stamp + "Test NDCG@10 (full ranking, history excluded, pessimistic ties; mean ± sd "
+            "over seeds). Every number, its configuration and command: `docs/results.md` and "
+            "`benchmarks/results/accuracy/`.\n\n"
+            + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)))
+
+
+KGE_DIR = REPO / "benchmarks" / "results" / "kge"
+RECBOLE_JSON = REPO / "benchmarks" / "peers" / "recbole" / "results.json"
+
+
+def recbole_block(path: Path = RECBOLE_JSON) -> str:
+    """Every seeded setting of the RecBole comparison (``benchmarks/peers/recbole/compare.py``'s
+    ``results.json``): mean ± sd over seeds and the CPU time to RecBole's quality bars."""
+    stamp = _stamp("`benchmarks/peers/recbole/results.json` (written by `compare.py` from the "
+                   "runs in `benchmarks/peers/recbole/results/`)")
+    if not path.is_file():
+        return stamp + NONE_YET + "\n"
+    res = json.loads(path.read_text())
+    header = ["model", "setting", "seeds", "best valid NDCG@10", "test NDCG@10", "test HR@10",
+              "CPU s to RecBole's mean best (speed-up)", "CPU s to every-seed level (speed-up)",
+              "full eval 943 users, RecBole / ours"]
+    rows = []
+
+    def ms(v: list[float] | None) -> str:
+        return "–" if not v else f"{v[0]:.4f} ± {v[1]:.4f}"
+
+    def bar(b: dict[str, Any]) -> str:
+        if not b or b.get("mean_cpu_seconds") is None:
+            return "not reached"
+        runs = f"{b['reached']}/{len(b['cpu_seconds'])} seeds"
+        speed = b.get("speedup_vs_recbole")
+        return (f"{b['mean_cpu_seconds']:.0f} ({runs}"
+                + (f", **{speed:.1f}×**" if speed else "") + ")")
+
+    for model, m in res["models"].items():
+        eval_ratio = m["ratios"].get("eval_throughput_ratio")
+        for name, st in m["seeds"]["settings"].items():
+            who = "RecBole 1.2.1" if name.startswith("recbole") else "kgseqgraph " + (
+                name.split("_", 2)[2] if name.count("_") >= 2 else "default batch 256")
+            rows.append([model, who, str(st["runs"]), ms(st["best_valid_NDCG@10"]),
+                         ms(st["test_NDCG@10"]), ms(st["test_HR@10"]),
+                         bar(st["to_bar"]["mean"]), bar(st["to_bar"]["every_seed"]),
+                         f"{eval_ratio:.1f}×" if eval_ratio and name.startswith("recbole")
+                         else ""])
+    bars = "; ".join(f"{model}: mean best {m['seeds']['bars']['mean']:.4f}, every-seed level "
+                     f"{m['seeds']['bars']['every_seed']:.4f}" for model, m in res["models"].items())
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\nRecBole's validation bars (valid NDCG@10): {bars}.\n")
+
+
+def kge_block(kge_dir: Path = KGE_DIR) -> str:
+    """Filtered link prediction of the KGE runs (``benchmarks/transr_ml100k.py`` JSON)."""
+    files = sorted(kge_dir.glob("*.json")) if kge_dir.is_dir() else []
+    stamp = _stamp("`benchmarks/results/kge/*.json`")
+    if not files:
+        return stamp + NONE_YET + "\n"
+    runs = [json.loads(f.read_text()) for f in files]
+    header = ["model", "command", "selected epoch", "valid MRR", "test MRR", "Hits@1", "Hits@3",
+              "Hits@10", "mean rank", "train s", "total s"]
+    rows = []
+    rnd = runs[0]["random_test"]
+    rows.append(["random scorer (exact expectation)", "–", "–", "–", f"{rnd['mrr']:.5f}",
+                 f"{rnd['hits@1']:.5f}", f"{rnd['hits@3']:.5f}", f"{rnd['hits@10']:.5f}",
+                 f"{rnd['mean_rank']:,.0f}", "–", "–"])
+    for r in runs:
+        name = r["model"].split("(")[0]
+        t = r["test"]
+        command = re.sub(r"--data \S*/ml-100k", "--data $KGSEQGRAPH_DATA/ml-100k",
+                         r["command"].split(" --out")[0])
+        rows.append([f"**{name}**", f"`{command}`",
+                     str(r["extra"]["selected_epoch"]), f"{r['valid']['mrr']:.4f}",
+                     f"**{t['mrr']:.4f}**", f"{t['hits@1']:.4f}", f"{t['hits@3']:.4f}",
+                     f"{t['hits@10']:.4f}", f"{t['mean_rank']:,.0f}", f"{r['train_seconds']:.0f}",
+                     f"{r['total_seconds']:.0f}"])
+    ratio = "; ".join(f"{r['model'].split('(')[0]} test MRR = {r['mrr_over_random']:.0f}× the "
+                      f"random scorer's" for r in runs)
+    trained = "; ".join(
+        f"{r['model'].split('(')[0]} on test triples whose nodes all have a training triple "
+        f"({1 - r['extra']['test_with_untrained_node']:.0%} of them): MRR "
+        f"{r['extra']['test_trained_nodes_only']['mrr']:.4f}, Hits@10 "
+        f"{r['extra']['test_trained_nodes_only']['hits@10']:.4f}" for r in runs)
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\n{ratio}. {trained}.\n")
+
+
+def render_block(key: str, results: dict[str, Any], results_dir: Path,
+                 png_name: str | None) -> str:
+    kind, _, arg = key.partition(":")
+    if key == "kge":
+        return kge_block()
+    if key == "recbole":
+        return recbole_block()
+    if kind == "accuracy" and arg:
+        return accuracy_block(arg, results)
+    if kind == "ablation" and arg:
+        return ablation_block(arg, results)
+    if key == "sampled":
+        return sampled_block(results)
+    if key == "buckets":
+        return buckets_block(results, png_name)
+    if key == "tuning":
+        return tuning_block(results_dir)
+    if key == "summary":
+        return summary_block(results)
+    raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
+                     "ablation:<dataset>, sampled, buckets, tuning, summary, kge, recbole)")
+
+
+def render_doc(text: str, results: dict[str, Any], results_dir: Path,
+               png_name: str | None = None) -> str:
+    """``text`` with every generated block rewritten."""
+    def sub(m: re.Match) -> str:
+        return m.group(1) + render_block(m.group("key"), results, results_dir, png_name) \
+            + m.group(4)
+    return BLOCK_RE.sub(sub, text)
+
+
+# --------------------------------------------------------------------------------- figure
+def bucket_series(results: dict[str, Any]) -> dict[str, dict[str, tuple[list, list]]]:
+    """``{dataset: {model: (means, sds)}}`` of test NDCG@10 per bucket (plotted models)."""
+    out: dict[str, dict[str, tuple[list, list]]] = {}
+    for dataset in C.TABLE_DATASETS:
+        series = {}
+        for name, runs in _bucket_runs(dataset, results):
+            if name not in C.BUCKET_PLOT_MODELS:
+                continue
+            nb = len(runs[0]["popularity_buckets"]["buckets"])
+            means, sds = [], []
+            for i in range(nb):
+                vals = [r["popularity_buckets"]["buckets"][i]["NDCG@10"] for r in runs]
+                vals = [v for v in vals if v is not None]
+                means.append(statistics.fmean(vals) if vals else float("nan"))
+                sds.append(statistics.stdev(vals) if len(vals) > 1 else 0.0)
+            series[name] = (means, sds)
+        if series:
+            out[dataset] = series
+    return out
+
+
+def draw_buckets(results: dict[str, Any], path: Path) -> bool:
+    """Draw ``path`` (one panel a dataset); ``False`` when there is nothing to draw."""
+    data = bucket_series(results)
+    if not data:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(data), figsize=(4.2 * len(data), 3.4), squeeze=False)
+    for ax, (dataset, series) in zip(axes[0], data.items()):
+        for name, (means, sds) in series.items():
+            x = list(range(1, len(means) + 1))
+            ax.errorbar(x, means, yerr=sds, marker="o", capsize=3, label=_label(name))
+        ax.set_title(dataset)
+        ax.set_xlabel("target popularity quintile (1 = least popular)")
+        ax.set_xticks(list(range(1, len(next(iter(series.values()))[0]) + 1)))
+        ax.set_ylabel("test NDCG@10")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, metadata={"Software": None})
+    plt.close(fig)
+    return True
+
+
+# --------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--results-dir", default=str(REPO / C.RESULTS_DIR))
+    ap.add_argument("--docs", nargs="*", default=[str(REPO / "docs" / "results.md"),
+                                                  str(REPO / "README.md")],
+                    help="markdown files whose generated blocks are rewritten")
+    ap.add_argument("--png", default=str(REPO / "docs" / "popularity_buckets.png"))
+    ap.add_argument("--check", action="store_true",
+                    help="write nothing; exit 1 (with a diff) when a file would change")
+    args = ap.parse_args(argv)
+    results_dir = Path(args.results_dir)
+    results = load_results(results_dir)
+    png = Path(args.png)
+    stale = []
+    for doc in map(Path, args.docs):
+        old = doc.read_text()
+        keys = [m.group("key") for m in BLOCK_RE.finditer(old)]
+        png_name = Path(os_relpath(png, doc.parent)).as_posix()
+        new = render_doc(old, results, results_dir, png_name)
+        if new != old:
+            stale.append(doc)
+            if args.check:
+                sys.stdout.writelines(difflib.unified_diff(
+                    old.splitlines(True), new.splitlines(True), str(doc), f"{doc} (generated)"))
+            else:
+                doc.write_text(new)
+                print(f"rewrote {doc} ({len(keys)} generated blocks)")
+    tabulated = {d for d in results if d in C.TABLE_DATASETS}
+    has_png = bool(bucket_series(results))
+    if args.check:
+        if has_png and not png.exists():
+            print(f"{png} is missing: run {GENERATOR}")
+            return 1
+        if stale:
+            print(f"\n{len(stale)} file(s) differ from the committed results: run {GENERATOR}")
+            return 1
+        print(f"generated blocks up to date ({sum(len(v) for v in results.values())} named "
+              f"result groups, datasets: {', '.join(sorted(tabulated)) or 'none'})")
+        return 0
+    if has_png:
+        draw_buckets(results, png)
+        print(f"drew {png}")
+    return 0
+
+
+def os_relpath(path: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(path.resolve(), start.resolve())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
