@@ -12,7 +12,8 @@ the ``tuning/`` folder only for the tuning table) and replaces the text between
 markers. Keys: ``accuracy:<dataset>`` (full-ranking table), ``sampled`` (sampled-100 tables),
 ``buckets`` (test NDCG@10 by target popularity, and ``docs/popularity_buckets.png``),
 ``ablation:<dataset>`` (the dataset's ablation model and its variants), ``tuning`` (grid points ×
-validation NDCG@10) and ``summary`` (README). A block without data says "no committed runs yet".
+validation NDCG@10), ``summary`` (README), ``text:<model>[:<dataset>]`` (KP4SR/LANCER records
+of ``benchmarks/results/text/<dataset>``), ``kge`` and ``recbole``. A block without data says "no committed runs yet".
 Means ± sample standard deviations (n − 1) over seeds; 4 decimals. The output depends only on the
 JSON files (sorted), so ``--check`` is exact; the PNG is only checked for existence.
 """
@@ -397,6 +398,73 @@ def kge_block(kge_dir: Path = KGE_DIR) -> str:
             + f"\n{ratio}. {trained}.\n")
 
 
+# --------------------------------------------------------------------------------- text models
+TEXT_DIR = REPO / "benchmarks" / "results" / "text"
+# the records each text-model section of docs/results.md plans, in table order
+TEXT_PLAN = {
+    "kp4sr": [("kp4sr", "KP4SR (random-init T5)"),
+              ("kp4sr-notree", "KP4SR without the tree mask (ablation)"),
+              ("kp4sr-noprompts", "KP4SR without knowledge prompts (ablation)"),
+              ("kp4sr-classifier", "KP4SR, item-token classifier (labelled option)")],
+    "lancer": [("lancer", "LANCER (random-init GPT-2)"),
+               ("lancer-noprompts", "LANCER without both prompts (ablation)"),
+               ("lancer-kg", "LANCER+KG (option)"),
+               ("lancer-cosine", "LANCER, cosine head (labelled option)"),
+               ("lancer-smollm2-users100", "LANCER on SmolLM2-135M, 100-user subset"),
+               ("lancer-users100", "LANCER (random-init GPT-2), 100-user subset"),
+               ("sasrec-users100", "SASRec, 100-user subset"),
+               ("pop-users100", "Popularity, 100-user subset")],
+}
+
+
+def load_text_runs(dataset: str, text_dir: Path = TEXT_DIR) -> dict[str, list[dict[str, Any]]]:
+    """``{record name: [run, …] sorted by seed}`` of ``text_dir/<dataset>/<name>_seed<s>.json``."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    folder = text_dir / dataset
+    for path in sorted(folder.glob("*_seed*.json")) if folder.is_dir() else []:
+        run = json.loads(path.read_text())
+        out[run["model"]].append(run)
+    return {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in out.items()}
+
+
+def text_block(model: str, dataset: str, results: dict[str, Any],
+               text_dir: Path = TEXT_DIR) -> str:
+    """The planned records of one text model (``TEXT_PLAN``) with the accuracy benchmark's
+    SASRec and popularity rows (all users) for reference; planned records without a file are
+    listed as not run."""
+    runs = load_text_runs(dataset, text_dir)
+    header = ["record", "users", "seeds", "test HR@5", "test HR@10", "test NDCG@5",
+              "test NDCG@10", "test MRR", "valid NDCG@10", "best / run epochs", "CPU min / run"]
+    rows, used, missing = [], [], []
+    for name, label in TEXT_PLAN[model]:
+        rs = runs.get(name)
+        if not rs:
+            missing.append(f"`{name}`")
+            continue
+        used += rs
+        users = rs[0]["config"].get("users") or "all"
+        rows.append([label, str(users), _seeds(rs),
+                     *[fmt_mean_sd(_values(rs, s, k)) for s, k in MAIN_METRICS],
+                     fmt_mean_sd(_values(rs, "valid", "NDCG@10")),
+                     ", ".join(f"{r['best_epoch']}/{r['epochs_run']}" for r in rs),
+                     _cpu_minutes(rs)])
+    for name in ("sasrec", "pop"):
+        rs = results.get(dataset, {}).get(name)
+        if rs:
+            used += rs
+            rows.append([f"{_label(name)} (accuracy benchmark)", "all", _seeds(rs),
+                         *[fmt_mean_sd(_values(rs, s, k)) for s, k in MAIN_METRICS],
+                         fmt_mean_sd(_values(rs, "valid", "NDCG@10")), _best_epochs(rs),
+                         _cpu_minutes(rs)])
+    src = f"`benchmarks/results/text/{dataset}/{model}*.json` and the accuracy records"
+    if not rows:
+        return _stamp(src) + NONE_YET + "\n"
+    text = _stamp(src) + _table(header, rows, ["l", "l", "l"] + ["r"] * 8)
+    if missing:
+        text += "\nNot run yet: " + ", ".join(missing) + ".\n"
+    return text + "\n" + _provenance(used) + "\n"
+
+
 def render_block(key: str, results: dict[str, Any], results_dir: Path,
                  png_name: str | None) -> str:
     kind, _, arg = key.partition(":")
@@ -404,6 +472,9 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return kge_block()
     if key == "recbole":
         return recbole_block()
+    if kind == "text" and arg:
+        model, _, dataset = arg.partition(":")
+        return text_block(model, dataset or "ml-100k", results)
     if kind == "accuracy" and arg:
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
@@ -417,7 +488,8 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
     if key == "summary":
         return summary_block(results)
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, sampled, buckets, tuning, summary, kge, recbole)")
+                     "ablation:<dataset>, text:<model>[:<dataset>], sampled, buckets, tuning, summary, kge, "
+                     "recbole)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,
