@@ -12,9 +12,10 @@ the ``tuning/`` folder only for the tuning table) and replaces the text between
 markers. Keys: ``accuracy:<dataset>`` (full-ranking table), ``sampled`` (sampled-100 tables),
 ``buckets`` (test NDCG@10 by target popularity, and ``docs/popularity_buckets.png``),
 ``ablation:<dataset>`` (the dataset's ablation model and its variants), ``tuning`` (grid points ×
-validation NDCG@10), ``summary`` (README), and from the other committed results
-``coldstart:<dataset>`` (``benchmarks/results/coldstart/``: cold-item ranking against chance),
-``faithfulness`` and ``explain-example:<dataset>`` (``benchmarks/results/explain/``: the
+validation NDCG@10), ``summary`` (README), ``text:<model>[:<dataset>]`` (KP4SR/LANCER records
+of ``benchmarks/results/text/<dataset>``), ``kge``, ``recbole``, and from the other committed
+results ``coldstart:<dataset>`` (``benchmarks/results/coldstart/``: cold-item ranking against
+chance), ``faithfulness`` and ``explain-example:<dataset>`` (``benchmarks/results/explain/``: the
 deletion test of attention paths and the worked example). A block without data says "no
 committed runs yet".
 Means ± sample standard deviations (n − 1) over seeds; 4 decimals. The output depends only on the
@@ -325,9 +326,162 @@ def summary_block(results: dict[str, Any]) -> str:
             + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)))
 
 
+KGE_DIR = REPO / "benchmarks" / "results" / "kge"
+RECBOLE_JSON = REPO / "benchmarks" / "peers" / "recbole" / "results.json"
+
+
+def recbole_block(path: Path = RECBOLE_JSON) -> str:
+    """Every seeded setting of the RecBole comparison (``benchmarks/peers/recbole/compare.py``'s
+    ``results.json``): mean ± sd over seeds and the CPU time to RecBole's quality bars."""
+    stamp = _stamp("`benchmarks/peers/recbole/results.json` (written by `compare.py` from the "
+                   "runs in `benchmarks/peers/recbole/results/`)")
+    if not path.is_file():
+        return stamp + NONE_YET + "\n"
+    res = json.loads(path.read_text())
+    header = ["model", "setting", "seeds", "best valid NDCG@10", "test NDCG@10", "test HR@10",
+              "CPU s to RecBole's mean best (speed-up)", "CPU s to every-seed level (speed-up)",
+              "full eval 943 users, RecBole / ours"]
+    rows = []
+
+    def ms(v: list[float] | None) -> str:
+        return "–" if not v else f"{v[0]:.4f} ± {v[1]:.4f}"
+
+    def bar(b: dict[str, Any]) -> str:
+        if not b or b.get("mean_cpu_seconds") is None:
+            return "not reached"
+        runs = f"{b['reached']}/{len(b['cpu_seconds'])} seeds"
+        speed = b.get("speedup_vs_recbole")
+        return (f"{b['mean_cpu_seconds']:.0f} ({runs}"
+                + (f", **{speed:.1f}×**" if speed else "") + ")")
+
+    for model, m in res["models"].items():
+        eval_ratio = m["ratios"].get("eval_throughput_ratio")
+        for name, st in m["seeds"]["settings"].items():
+            who = "RecBole 1.2.1" if name.startswith("recbole") else "kgseqgraph " + (
+                name.split("_", 2)[2] if name.count("_") >= 2 else "default batch 256")
+            rows.append([model, who, str(st["runs"]), ms(st["best_valid_NDCG@10"]),
+                         ms(st["test_NDCG@10"]), ms(st["test_HR@10"]),
+                         bar(st["to_bar"]["mean"]), bar(st["to_bar"]["every_seed"]),
+                         f"{eval_ratio:.1f}×" if eval_ratio and name.startswith("recbole")
+                         else ""])
+    bars = "; ".join(f"{model}: mean best {m['seeds']['bars']['mean']:.4f}, every-seed level "
+                     f"{m['seeds']['bars']['every_seed']:.4f}" for model, m in res["models"].items())
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\nRecBole's validation bars (valid NDCG@10): {bars}.\n")
+
+
+def kge_block(kge_dir: Path = KGE_DIR) -> str:
+    """Filtered link prediction of the KGE runs (``benchmarks/transr_ml100k.py`` JSON)."""
+    files = sorted(kge_dir.glob("*.json")) if kge_dir.is_dir() else []
+    stamp = _stamp("`benchmarks/results/kge/*.json`")
+    if not files:
+        return stamp + NONE_YET + "\n"
+    runs = [json.loads(f.read_text()) for f in files]
+    header = ["model", "command", "selected epoch", "valid MRR", "test MRR", "Hits@1", "Hits@3",
+              "Hits@10", "mean rank", "train s", "total s"]
+    rows = []
+    rnd = runs[0]["random_test"]
+    rows.append(["random scorer (exact expectation)", "–", "–", "–", f"{rnd['mrr']:.5f}",
+                 f"{rnd['hits@1']:.5f}", f"{rnd['hits@3']:.5f}", f"{rnd['hits@10']:.5f}",
+                 f"{rnd['mean_rank']:,.0f}", "–", "–"])
+    for r in runs:
+        name = r["model"].split("(")[0]
+        t = r["test"]
+        command = re.sub(r"--data \S*/ml-100k", "--data $KGSEQGRAPH_DATA/ml-100k",
+                         r["command"].split(" --out")[0])
+        rows.append([f"**{name}**", f"`{command}`",
+                     str(r["extra"]["selected_epoch"]), f"{r['valid']['mrr']:.4f}",
+                     f"**{t['mrr']:.4f}**", f"{t['hits@1']:.4f}", f"{t['hits@3']:.4f}",
+                     f"{t['hits@10']:.4f}", f"{t['mean_rank']:,.0f}", f"{r['train_seconds']:.0f}",
+                     f"{r['total_seconds']:.0f}"])
+    ratio = "; ".join(f"{r['model'].split('(')[0]} test MRR = {r['mrr_over_random']:.0f}× the "
+                      f"random scorer's" for r in runs)
+    trained = "; ".join(
+        f"{r['model'].split('(')[0]} on test triples whose nodes all have a training triple "
+        f"({1 - r['extra']['test_with_untrained_node']:.0%} of them): MRR "
+        f"{r['extra']['test_trained_nodes_only']['mrr']:.4f}, Hits@10 "
+        f"{r['extra']['test_trained_nodes_only']['hits@10']:.4f}" for r in runs)
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\n{ratio}. {trained}.\n")
+
+
+# --------------------------------------------------------------------------------- text models
+TEXT_DIR = REPO / "benchmarks" / "results" / "text"
+# the records each text-model section of docs/results.md plans, in table order
+TEXT_PLAN = {
+    "kp4sr": [("kp4sr", "KP4SR (random-init T5)"),
+              ("kp4sr-notree", "KP4SR without the tree mask (ablation)"),
+              ("kp4sr-noprompts", "KP4SR without knowledge prompts (ablation)"),
+              ("kp4sr-classifier", "KP4SR, item-token classifier (labelled option)")],
+    "lancer": [("lancer", "LANCER (random-init GPT-2)"),
+               ("lancer-noprompts", "LANCER without both prompts (ablation)"),
+               ("lancer-kg", "LANCER+KG (option)"),
+               ("lancer-cosine", "LANCER, cosine head (labelled option)"),
+               ("lancer-smollm2-users100", "LANCER on SmolLM2-135M, 100-user subset"),
+               ("lancer-users100", "LANCER (random-init GPT-2), 100-user subset"),
+               ("sasrec-users100", "SASRec, 100-user subset"),
+               ("pop-users100", "Popularity, 100-user subset")],
+}
+
+
+def load_text_runs(dataset: str, text_dir: Path = TEXT_DIR) -> dict[str, list[dict[str, Any]]]:
+    """``{record name: [run, …] sorted by seed}`` of ``text_dir/<dataset>/<name>_seed<s>.json``."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    folder = text_dir / dataset
+    for path in sorted(folder.glob("*_seed*.json")) if folder.is_dir() else []:
+        run = json.loads(path.read_text())
+        out[run["model"]].append(run)
+    return {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in out.items()}
+
+
+def text_block(model: str, dataset: str, results: dict[str, Any],
+               text_dir: Path = TEXT_DIR) -> str:
+    """The planned records of one text model (``TEXT_PLAN``) with the accuracy benchmark's
+    SASRec and popularity rows (all users) for reference; planned records without a file are
+    listed as not run."""
+    runs = load_text_runs(dataset, text_dir)
+    header = ["record", "users", "seeds", "test HR@5", "test HR@10", "test NDCG@5",
+              "test NDCG@10", "test MRR", "valid NDCG@10", "best / run epochs", "CPU min / run"]
+    rows, used, missing = [], [], []
+    for name, label in TEXT_PLAN[model]:
+        rs = runs.get(name)
+        if not rs:
+            missing.append(f"`{name}`")
+            continue
+        used += rs
+        users = rs[0]["config"].get("users") or "all"
+        rows.append([label, str(users), _seeds(rs),
+                     *[fmt_mean_sd(_values(rs, s, k)) for s, k in MAIN_METRICS],
+                     fmt_mean_sd(_values(rs, "valid", "NDCG@10")),
+                     ", ".join(f"{r['best_epoch']}/{r['epochs_run']}" for r in rs),
+                     _cpu_minutes(rs)])
+    for name in ("sasrec", "pop"):
+        rs = results.get(dataset, {}).get(name)
+        if rs:
+            used += rs
+            rows.append([f"{_label(name)} (accuracy benchmark)", "all", _seeds(rs),
+                         *[fmt_mean_sd(_values(rs, s, k)) for s, k in MAIN_METRICS],
+                         fmt_mean_sd(_values(rs, "valid", "NDCG@10")), _best_epochs(rs),
+                         _cpu_minutes(rs)])
+    src = f"`benchmarks/results/text/{dataset}/{model}*.json` and the accuracy records"
+    if not rows:
+        return _stamp(src) + NONE_YET + "\n"
+    text = _stamp(src) + _table(header, rows, ["l", "l", "l"] + ["r"] * 8)
+    if missing:
+        text += "\nNot run yet: " + ", ".join(missing) + ".\n"
+    return text + "\n" + _provenance(used) + "\n"
+
+
 def render_block(key: str, results: dict[str, Any], results_dir: Path,
                  png_name: str | None) -> str:
     kind, _, arg = key.partition(":")
+    if key == "kge":
+        return kge_block()
+    if key == "recbole":
+        return recbole_block()
+    if kind == "text" and arg:
+        model, _, dataset = arg.partition(":")
+        return text_block(model, dataset or "ml-100k", results)
     if kind == "accuracy" and arg:
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
@@ -347,8 +501,9 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
     if kind == "explain-example" and arg:
         return example_block(arg, load_runs(RESULT_DIRS["explain"]))
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, sampled, buckets, tuning, summary, "
-                     "coldstart:<dataset>, faithfulness, explain-example:<dataset>)")
+                     "ablation:<dataset>, text:<model>[:<dataset>], sampled, buckets, tuning, "
+                     "summary, kge, recbole, coldstart:<dataset>, faithfulness, "
+                     "explain-example:<dataset>)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,

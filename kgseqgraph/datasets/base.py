@@ -51,7 +51,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..data.errors import DataFormatError, DataWarning
-from ..data.graph import deferred_report_warnings, warn_build_report
+from ..data.graph import INTERACTS, deferred_report_warnings, warn_build_report
 from ..utils.io import atomic_open
 from .download import DownloadError, download_url, extract_zip_member, sha256sum
 
@@ -355,12 +355,10 @@ class KGDataset(OneGraph):
                 return
 
     # ------------------------------------------------------------------ dataset protocol
-
     def __repr__(self) -> str:
         d = self._data
         parts = [f"{t}={d[t].num_nodes}" for t in d.node_types]
-        n_inter = d["user", "interacts", "item"].num_edges if ("user", "interacts", "item") in \
-            d.edge_types else 0
+        n_inter = d[INTERACTS].num_edges if INTERACTS in d.edge_types else 0
         return (f"{type(self).__name__}({', '.join(parts)}, interactions={n_inter}, "
                 f"relations={len(getattr(d, 'relation_names', {}) or {})})")
 

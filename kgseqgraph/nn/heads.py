@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PredictionHead"]
+__all__ = ["PredictionHead", "CosineHead"]
 
 
 class PredictionHead(nn.Module):
@@ -51,3 +51,20 @@ class PredictionHead(nn.Module):
         """``([h, 1], [T, b])``: their product is ``h @ T.t() + b``."""
         ones = hidden.new_ones(hidden.shape[:-1] + (1,))
         return torch.cat([hidden, ones], -1), torch.cat([weight, bias.unsqueeze(1)], 1)
+
+
+class CosineHead(nn.Module):
+    r"""Scaled cosine scores between projected user states and projected item representations,
+    :math:`s_{b,i} = \cos(\mathbf{W}_u \mathbf{h}_b + \mathbf{b}_u,\ \mathbf{W}_t \mathbf{t}_i +
+    \mathbf{b}_t) / \tau` (LANCER's labelled ``scorer="cosine"`` option)."""
+
+    def __init__(self, dim: int, temperature: float = 0.05) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.user, self.item, self.temperature = nn.Linear(dim, dim), nn.Linear(dim, dim), temperature
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        """``[B, D]`` × ``[N, D]`` → ``[B, N]``."""
+        u = F.normalize(self.user(users), dim=-1)
+        return u @ F.normalize(self.item(items), dim=-1).t() / self.temperature

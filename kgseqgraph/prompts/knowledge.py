@@ -8,6 +8,11 @@ tail). A triple :math:`(h, r, t)` becomes
     \mathrm{prompt}(h, r, t) = \mathrm{template}_r\big[\,[X] \mapsto \mathrm{name}(h),\;
         [Y] \mapsto \mathrm{name}(t)\,\big].
 
+KP4SR renders every triple of a relational view once (:func:`render_triples`) and samples which
+ones enter each example's knowledge tree (:func:`~kgseqgraph.data.sample_relation_tails`).
+:func:`knowledge_prompts` is a static alternative: a fixed budget of prompts per item, chosen as
+follows.
+
 The knowledge prompts of an item :math:`i` are the renderings of its 1-hop triples (the item as
 head *or* tail of the original triple — the graph's ``rev_*`` edges are read back into the
 original direction, so one template per relation suffices), optionally followed by 2-hop triples
@@ -55,6 +60,7 @@ __all__ = [
     "EntityNames",
     "KnowledgePrompts",
     "knowledge_prompts",
+    "render_triples",
 ]
 
 log = logging.getLogger("kgseqgraph")
@@ -535,3 +541,41 @@ def _sanitized(original: str | None, relation_names: Mapping[str, str]) -> str |
         if v == original:
             return k
     return None
+
+
+def render_triples(data: HeteroData, graph, templates: Mapping[str, str] | None = None, *,
+                   item_names: Sequence[str] | None = None,
+                   entity_names: Mapping[str, str] | None = None,
+                   missing_template: str = "fallback") -> list[str]:
+    r"""One sentence per triple of a relational view
+    (:func:`~kgseqgraph.data.relational_view` over ``("item", "entity")``):
+    :math:`\mathrm{template}_r[[X] \mapsto \mathrm{name}(h), [Y] \mapsto \mathrm{name}(t)]`.
+
+    A reverse relation ``rev_<r>`` is rendered with :math:`r`'s template and head and tail
+    swapped, so it states the original fact. Items are named by ``item_names`` (e.g. their ID
+    text, as KP4SR writes them; default their titles), entities by :class:`EntityNames`
+    (``entity_names`` overrides, else ``"<type word> <mid>"``). Templates as in
+    :func:`resolve_templates`.
+    """
+    rel_names: dict[str, str] = dict(getattr(data, "relation_names", {}) or {})
+    base = {k[4:] if k.startswith("rev_") else k for k in graph.relation_names}
+    rel_names = {k: rel_names.get(k, k) for k in base}
+    tmpl, _ = resolve_templates(rel_names, templates, missing_template)
+    names = EntityNames(data, entity_names, item_names)
+    n_items = graph.node_counts.get("item", 0)
+    e0 = graph.node_offsets.get("entity", n_items)
+
+    def name(node: int, relation: str, side: str) -> str:
+        return names.item(node) if node < n_items else names.entity(node - e0, relation, side)
+
+    out = []
+    for h, r, t in zip(graph.head.tolist(), graph.relation.tolist(), graph.tail.tolist()):
+        key = graph.relation_names[r]
+        if key.startswith("rev_"):
+            key, h, t = key[4:], t, h
+        if key not in tmpl:
+            out.append("")
+            continue
+        orig = rel_names[key]
+        out.append(render_template(tmpl[key], name(h, orig, "head"), name(t, orig, "tail")))
+    return out

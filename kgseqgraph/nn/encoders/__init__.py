@@ -2,7 +2,10 @@ r"""Sequence encoders: :math:`(\mathbf{X}[B, L, D], \mathbf{M}[B, L]) \mapsto \m
 
 All encoders share the :class:`SequenceEncoder` interface (see :mod:`.base` for the contract on
 padding, causality and positions). The Hugging Face adapters (:class:`HFT5Encoder`,
-:class:`HFGPT2Encoder`) are imported lazily: this package imports without ``transformers``.
+:class:`HFGPT2Encoder`) are imported lazily: this package imports without ``transformers``. The
+same modules hold the whole language models the text recommenders are built on:
+:class:`~.hf_t5.T5LM` (KP4SR's encoder–decoder) and :class:`~.hf_gpt2.CausalLM` (LANCER's causal
+LM with prefix keys/values).
 
 Construct classes directly (``SASRecEncoder(hidden_size=64)``) or by name with
 :func:`build_encoder` (``build_encoder("sasrec", hidden_size=64)``).
@@ -37,6 +40,8 @@ __all__ = [
     "HFT5Encoder",
     "HFGPT2EncoderConfig",
     "HFGPT2Encoder",
+    "T5LM",
+    "CausalLM",
     "ENCODERS",
     "register_encoder",
     "build_encoder",
@@ -48,6 +53,8 @@ _LAZY = {
     "HFT5EncoderConfig": "hf_t5",
     "HFGPT2Encoder": "hf_gpt2",
     "HFGPT2EncoderConfig": "hf_gpt2",
+    "T5LM": "hf_t5",
+    "CausalLM": "hf_gpt2",
 }
 
 #: registry name -> class, or ``"module:ClassName"`` for lazily imported ones
