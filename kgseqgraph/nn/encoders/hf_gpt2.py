@@ -12,18 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...utils.optional import require
 from .base import HFBackboneEncoder, HFEncoderConfig, check_max_len, left_align, positions_from_mask
 
 __all__ = ["HFGPT2EncoderConfig", "HFGPT2Encoder", "CausalLM"]
 
 
 def _require_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - exercised in a subprocess test
-        raise ImportError("HFGPT2Encoder needs the Hugging Face `transformers` package "
-                          "(pip install 'kgseqgraph[hf]')") from err
-    return transformers
+    return require("transformers", "HFGPT2Encoder / CausalLM")
 
 
 def _check_decoder_only(config: Any) -> None:

@@ -10,18 +10,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ...utils.optional import require
 from .base import HFBackboneEncoder, HFEncoderConfig, left_align
 
 __all__ = ["HFT5EncoderConfig", "HFT5Encoder", "T5LM"]
 
 
 def _require_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover - exercised in a subprocess test
-        raise ImportError("HFT5Encoder needs the Hugging Face `transformers` package "
-                          "(pip install 'kgseqgraph[hf]')") from err
-    return transformers
+    return require("transformers", "HFT5Encoder / T5LM")
 
 
 @dataclass
