@@ -247,17 +247,19 @@ def ablation_block(dataset: str, results: dict[str, Any]) -> str:
     rows_in = [(n, names[n]) for n in wanted if n in names]
     if not rows_in:
         return _stamp(src) + NONE_YET + "\n"
-    full = _values(names.get(base, []), "test", "NDCG@10")
+    full = {r["seed"]: float(r["test"]["NDCG@10"]) for r in names.get(base, [])}
     header = ["variant", "options", "seeds", "valid NDCG@10", "test HR@10", "test NDCG@10",
-              "Δ test NDCG@10 vs full", "best epoch / budget", "converged"]
+              "Δ test NDCG@10 vs full (same seeds)", "best epoch / budget", "converged"]
     rows = []
     for name, runs in rows_in:
         variant = runs[0].get("variant")
         opts = runs[0]["grid"].get("variant_options") or {}
         delta = "–"
         vals = _values(runs, "test", "NDCG@10")
-        if variant is not None and full and vals:
-            delta = f"{statistics.fmean(vals) - statistics.fmean(full):+.4f}"
+        paired = [float(r["test"]["NDCG@10"]) - full[r["seed"]] for r in runs
+                  if r["seed"] in full]
+        if variant is not None and paired:
+            delta = f"{statistics.fmean(paired):+.4f}"
         rows.append(["full model" if variant is None else variant,
                      ", ".join(f"`{k}={json.dumps(v)}`" for k, v in opts.items()) or "–",
                      _seeds(runs), fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
