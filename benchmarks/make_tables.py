@@ -419,6 +419,7 @@ TEXT_PLAN = {
                ("lancer-noprompts", "LANCER without both prompts (ablation)"),
                ("lancer-kg", "LANCER+KG (option)"),
                ("lancer-cosine", "LANCER, cosine head (labelled option)"),
+               ("lancer-smollm2", "LANCER on SmolLM2-135M (benchmarks/lancer_gpu.sh, a GPU)"),
                ("lancer-smollm2-users100", "LANCER on SmolLM2-135M, 100-user subset"),
                ("lancer-users100", "LANCER (random-init GPT-2), 100-user subset"),
                ("sasrec-users100", "SASRec, 100-user subset"),
