@@ -436,7 +436,7 @@ def run(spec: RunSpec, *, root: str | None, threads: int, device: str, run_dir: 
     from kgseqgraph.data import describe, leave_one_out
     from kgseqgraph.models import build_model
     from kgseqgraph.training import TrainConfig, Trainer, seed_everything
-    from kgseqgraph.training.trainer import versions
+    from kgseqgraph.utils import versions
 
     data = load_graph(spec.dataset, root)
     f_wall, f_cpu = time.perf_counter(), time.process_time()

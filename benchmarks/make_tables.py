@@ -318,9 +318,92 @@ def summary_block(results: dict[str, Any]) -> str:
             + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)))
 
 
+KGE_DIR = REPO / "benchmarks" / "results" / "kge"
+RECBOLE_JSON = REPO / "benchmarks" / "peers" / "recbole" / "results.json"
+
+
+def recbole_block(path: Path = RECBOLE_JSON) -> str:
+    """Every seeded setting of the RecBole comparison (``benchmarks/peers/recbole/compare.py``'s
+    ``results.json``): mean ± sd over seeds and the CPU time to RecBole's quality bars."""
+    stamp = _stamp("`benchmarks/peers/recbole/results.json` (written by `compare.py` from the "
+                   "runs in `benchmarks/peers/recbole/results/`)")
+    if not path.is_file():
+        return stamp + NONE_YET + "\n"
+    res = json.loads(path.read_text())
+    header = ["model", "setting", "seeds", "best valid NDCG@10", "test NDCG@10", "test HR@10",
+              "CPU s to RecBole's mean best (speed-up)", "CPU s to every-seed level (speed-up)",
+              "full eval 943 users, RecBole / ours"]
+    rows = []
+
+    def ms(v: list[float] | None) -> str:
+        return "–" if not v else f"{v[0]:.4f} ± {v[1]:.4f}"
+
+    def bar(b: dict[str, Any]) -> str:
+        if not b or b.get("mean_cpu_seconds") is None:
+            return "not reached"
+        runs = f"{b['reached']}/{len(b['cpu_seconds'])} seeds"
+        speed = b.get("speedup_vs_recbole")
+        return (f"{b['mean_cpu_seconds']:.0f} ({runs}"
+                + (f", **{speed:.1f}×**" if speed else "") + ")")
+
+    for model, m in res["models"].items():
+        eval_ratio = m["ratios"].get("eval_throughput_ratio")
+        for name, st in m["seeds"]["settings"].items():
+            who = "RecBole 1.2.1" if name.startswith("recbole") else "kgseqgraph " + (
+                name.split("_", 2)[2] if name.count("_") >= 2 else "default batch 256")
+            rows.append([model, who, str(st["runs"]), ms(st["best_valid_NDCG@10"]),
+                         ms(st["test_NDCG@10"]), ms(st["test_HR@10"]),
+                         bar(st["to_bar"]["mean"]), bar(st["to_bar"]["every_seed"]),
+                         f"{eval_ratio:.1f}×" if eval_ratio and name.startswith("recbole")
+                         else ""])
+    bars = "; ".join(f"{model}: mean best {m['seeds']['bars']['mean']:.4f}, every-seed level "
+                     f"{m['seeds']['bars']['every_seed']:.4f}" for model, m in res["models"].items())
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\nRecBole's validation bars (valid NDCG@10): {bars}.\n")
+
+
+def kge_block(kge_dir: Path = KGE_DIR) -> str:
+    """Filtered link prediction of the KGE runs (``benchmarks/transr_ml100k.py`` JSON)."""
+    files = sorted(kge_dir.glob("*.json")) if kge_dir.is_dir() else []
+    stamp = _stamp("`benchmarks/results/kge/*.json`")
+    if not files:
+        return stamp + NONE_YET + "\n"
+    runs = [json.loads(f.read_text()) for f in files]
+    header = ["model", "command", "selected epoch", "valid MRR", "test MRR", "Hits@1", "Hits@3",
+              "Hits@10", "mean rank", "train s", "total s"]
+    rows = []
+    rnd = runs[0]["random_test"]
+    rows.append(["random scorer (exact expectation)", "–", "–", "–", f"{rnd['mrr']:.5f}",
+                 f"{rnd['hits@1']:.5f}", f"{rnd['hits@3']:.5f}", f"{rnd['hits@10']:.5f}",
+                 f"{rnd['mean_rank']:,.0f}", "–", "–"])
+    for r in runs:
+        name = r["model"].split("(")[0]
+        t = r["test"]
+        command = re.sub(r"--data \S*/ml-100k", "--data $KGSEQGRAPH_DATA/ml-100k",
+                         r["command"].split(" --out")[0])
+        rows.append([f"**{name}**", f"`{command}`",
+                     str(r["extra"]["selected_epoch"]), f"{r['valid']['mrr']:.4f}",
+                     f"**{t['mrr']:.4f}**", f"{t['hits@1']:.4f}", f"{t['hits@3']:.4f}",
+                     f"{t['hits@10']:.4f}", f"{t['mean_rank']:,.0f}", f"{r['train_seconds']:.0f}",
+                     f"{r['total_seconds']:.0f}"])
+    ratio = "; ".join(f"{r['model'].split('(')[0]} test MRR = {r['mrr_over_random']:.0f}× the "
+                      f"random scorer's" for r in runs)
+    trained = "; ".join(
+        f"{r['model'].split('(')[0]} on test triples whose nodes all have a training triple "
+        f"({1 - r['extra']['test_with_untrained_node']:.0%} of them): MRR "
+        f"{r['extra']['test_trained_nodes_only']['mrr']:.4f}, Hits@10 "
+        f"{r['extra']['test_trained_nodes_only']['hits@10']:.4f}" for r in runs)
+    return (stamp + _table(header, rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r", "r", "r"])
+            + f"\n{ratio}. {trained}.\n")
+
+
 def render_block(key: str, results: dict[str, Any], results_dir: Path,
                  png_name: str | None) -> str:
     kind, _, arg = key.partition(":")
+    if key == "kge":
+        return kge_block()
+    if key == "recbole":
+        return recbole_block()
     if kind == "accuracy" and arg:
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
@@ -334,7 +417,7 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
     if key == "summary":
         return summary_block(results)
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, sampled, buckets, tuning, summary)")
+                     "ablation:<dataset>, sampled, buckets, tuning, summary, kge, recbole)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,

@@ -395,7 +395,7 @@ def _read_model_dir(model_dir: Path) -> dict[str, Any]:
 def recorded_dataset(model_dir: Path) -> tuple[dict[str, Any] | None, Path | None]:
     """The dataset a saved model was trained on, as ``kgseqgraph train`` recorded it
     (``best_model/dataset.json``, else the run's ``results.json``), and the file it came from."""
-    from .training.trainer import DATASET_INFO_NAME, RESULTS_NAME
+    from .training.run_files import DATASET_INFO_NAME, RESULTS_NAME
 
     for path, key in ((model_dir / DATASET_INFO_NAME, None),
                       (model_dir.parent / RESULTS_NAME, "dataset")):

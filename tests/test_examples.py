@@ -26,8 +26,10 @@ def test_katrec_yelp_synthetic_writes_results(tmp_path, capsys):
     result = json.loads(out.read_text())
     assert set(result["results"]) == {"bert4rec", "katrec"}
     for res in result["results"].values():
-        assert 0.0 <= res["test"]["NDCG@10"] <= 1.0
-        assert "sampled-100/NDCG@10" in res["test"]
+        # one epoch on the synthetic data: the planted sequences are already above chance
+        # (10 of 500 items: NDCG@10 ~ 0.01), and sampled metrics come labelled, apart
+        assert 0.02 < res["test"]["NDCG@10"] < 1.0
+        assert res["test"]["sampled-100/NDCG@10"] > res["test"]["NDCG@10"]
 
 
 def test_custom_model_from_layers_trains_one_step():

@@ -5,7 +5,7 @@ from typing import Any
 
 from torch_geometric.data import HeteroData
 
-from .graph import INTERACTS
+from .graph import INTERACTS, kg_edge_types
 from .sequences import user_sequences
 
 __all__ = ["describe", "format_description"]
@@ -27,7 +27,7 @@ def describe(data: HeteroData) -> dict[str, Any]:
         "nodes": nodes,
         "edges": edges,
         "relations": len(getattr(data, "relation_names", {}) or {}),
-        "kg_edges": sum(v for k, v in edges.items() if "interacts" not in k),
+        "kg_edges": sum(int(data[et].edge_index.size(1)) for et in kg_edge_types(data)),
         "interactions": n_inter,
         "density": n_inter / (n_users * n_items) if n_users and n_items else 0.0,
     }

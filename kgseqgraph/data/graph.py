@@ -257,6 +257,7 @@ def build_collaborative_kg(
     sources: dict[str, str] | None = None,
     unknown_links: str = "error",
     drop_duplicate_interactions: bool = False,
+    edge_columns: Sequence[str] = (),
 ) -> HeteroData:
     r"""Build the collaborative KG from pandas frames.
 
@@ -278,6 +279,9 @@ def build_collaborative_kg(
             (default) raises :class:`DataFormatError` naming the row, ``"drop"`` drops and counts.
         drop_duplicate_interactions: drop rows repeating the same (user, item, time); repeated
             consumption at different times is always kept. Counted either way.
+        edge_columns: further numeric or boolean ``interactions`` columns to keep as per-edge
+            attributes of ``interacts`` and ``rev_interacts``, in the edges' order (e.g. KGAT's
+            ``is_test``).
 
     Returns:
         The :class:`~torch_geometric.data.HeteroData` described in this module's docstring.
@@ -289,8 +293,25 @@ def build_collaborative_kg(
         raise ValueError(f"unknown_links must be 'error' or 'drop', got {unknown_links!r}")
     report = BuildReport()
     data = HeteroData()
+    item_order = _add_interactions(data, interactions, items, users, src, report,
+                                   drop_duplicate_interactions, tuple(edge_columns))
+    entity_to_item = _link_items(data, links, item_order, src, report, unknown_links)
+    _add_triples(data, triples, entity_to_item, src, report)
+    _add_item_text(data, item_text, item_order, src, report)
+    data.build_report = report.as_dict()
+    if _WARN_IN_BUILDER.get():
+        what = src["interactions"] if sources and "interactions" in sources else "interactions"
+        warn_build_report(data.build_report, f"collaborative KG of {what}")
+    return data
 
-    # ---------------------------------------------------------------- interactions
+
+def _add_interactions(data: HeteroData, interactions: pd.DataFrame,
+                      items: Sequence[Hashable] | None, users: Sequence[Hashable] | None,
+                      src: dict[str, str], report: BuildReport,
+                      drop_duplicate_interactions: bool,
+                      edge_columns: Sequence[str]) -> list[Hashable]:
+    """User and item nodes and the time-sorted ``interacts`` / ``rev_interacts`` edges (with
+    ``time``, ``rating`` and the ``edge_columns``); returns the item order."""
     _require_columns(interactions, ["user", "item", "time"], src["interactions"],
                      "user,item,time[,rating]")
     if len(interactions) == 0:
@@ -312,6 +333,16 @@ def build_collaborative_kg(
             s, line = _where(inter, pos, src["interactions"])
             raise DataFormatError(s, f"{col} {_plain(inter[col].iloc[pos])!r} is not in the given {what}", line)
 
+    extra = {}
+    for col in edge_columns:
+        if col not in inter.columns:
+            raise DataFormatError(src["interactions"], f"missing column {col!r} (edge_columns)")
+        values = inter[col].to_numpy()
+        if values.dtype == object:
+            raise DataFormatError(src["interactions"], f"edge column {col!r} must be numeric or "
+                                                      f"boolean, got {inter[col].dtype}")
+        extra[col] = values
+
     rating = None
     if "rating" in inter.columns:
         rating = pd.to_numeric(inter["rating"], errors="coerce").to_numpy(np.float32)
@@ -326,6 +357,7 @@ def build_collaborative_kg(
     if order is not None:
         u, i, time, time_key = u[order], i[order], time[order], time_key[order]
         rating = rating[order] if rating is not None else None
+        extra = {k: v[order] for k, v in extra.items()}
     dup = np.zeros(len(u), dtype=bool)
     # a repeat of an earlier (user, item, time) row; with equal keys the rows are adjacent only
     # when they are also the same item, so compare per (user, time) group
@@ -339,6 +371,7 @@ def build_collaborative_kg(
         keep = ~dup
         u, i, time = u[keep], i[keep], time[keep]
         rating = rating[keep] if rating is not None else None
+        extra = {k: v[keep] for k, v in extra.items()}
         report.add("interactions_duplicate_dropped", n_dup, "rows repeating (user, item, time)")
     else:
         report.add("interactions_duplicate_kept", n_dup)
@@ -355,8 +388,16 @@ def build_collaborative_kg(
         data[INTERACTS].rating = torch.from_numpy(rating)
     data[REV_INTERACTS].edge_index = ei.flip(0)
     data[REV_INTERACTS].time = data[INTERACTS].time
+    for col, values in extra.items():
+        tensor = torch.from_numpy(np.ascontiguousarray(values))
+        data[INTERACTS][col] = data[REV_INTERACTS][col] = tensor
+    return item_order
 
-    # ---------------------------------------------------------------- links
+
+def _link_items(data: HeteroData, links: pd.DataFrame | None, item_order: list[Hashable],
+                src: dict[str, str], report: BuildReport,
+                unknown_links: str) -> dict[Hashable, int]:
+    """Item → KG entity links: ``data['item'].entity_raw_id`` and the entity → item node map."""
     entity_to_item: dict[Hashable, int] = {}
     item_entity: list[Hashable | None] = [None] * len(item_order)
     if links is not None:
@@ -390,8 +431,43 @@ def build_collaborative_kg(
                    "entity linked to more than one item: the first link is kept")
         report.counts["linked_items"] = sum(e is not None for e in item_entity)
         data["item"].entity_raw_id = [("" if e is None else str(e)) for e in item_entity]
+    return entity_to_item
 
-    # ---------------------------------------------------------------- triples
+
+def _relation_identifiers(relations: Sequence[str], frame: pd.DataFrame, source: str,
+                          relation_names: dict[str, str]) -> list[str]:
+    """The edge-type identifier of every relation (:func:`sanitize_relation`), filling
+    ``relation_names`` (identifier → source name); a name without identifier characters, two
+    names sanitising alike, or a reserved name is an error naming the first such triple."""
+    names: list[str] = []
+    for r in relations:
+        try:
+            s = sanitize_relation(r)
+        except ValueError:
+            s = None
+        problem = None
+        if s is None:
+            problem = (f"relation name {r!r} has no letter, digit or underscore; expected a "
+                       f"non-empty relation name (e.g. 'film.film.genre')")
+        elif s in relation_names and relation_names[s] != r:
+            problem = (f"relations {relation_names[s]!r} and {r!r} both sanitise to {s!r}; "
+                       f"rename one")
+        elif s in {"interacts", "rev_interacts"} or s.startswith("rev_"):
+            problem = f"relation {r!r} uses a reserved name ({s!r}); rename it"
+        if problem is not None:
+            rows = np.flatnonzero(frame["relation"].astype(str).to_numpy() == r)
+            where, line = _where(frame, int(rows[0]), source)
+            raise DataFormatError(where, f"{problem} ({len(rows)} such triples)", line)
+        relation_names[s] = r
+        names.append(s)
+    return names
+
+
+def _add_triples(data: HeteroData, triples: pd.DataFrame | None,
+                 entity_to_item: dict[Hashable, int], src: dict[str, str],
+                 report: BuildReport) -> None:
+    """Entity nodes and one edge type per KG relation and node-type pair (with ``rev_`` reverses);
+    ``data.relation_names`` maps the identifiers back to the source's relation names."""
     relation_names: dict[str, str] = {}
     if triples is not None:
         _require_columns(triples, ["head", "relation", "tail"], src["triples"], "head,relation,tail")
@@ -438,27 +514,7 @@ def build_collaborative_kg(
         # relation names: equal after str() means the same relation (first appearance order)
         str_code, rel_uniques = pd.factorize(np.array([str(r) for r in r_raw], dtype=object))
         rel_codes = str_code[r_code]
-        names: list[str] = []
-        for r in rel_uniques:
-            try:
-                s = sanitize_relation(r)
-            except ValueError:
-                s = None
-            problem = None
-            if s is None:
-                problem = (f"relation name {r!r} has no letter, digit or underscore; expected a "
-                           f"non-empty relation name (e.g. 'film.film.genre')")
-            elif s in relation_names and relation_names[s] != r:
-                problem = (f"relations {relation_names[s]!r} and {r!r} both sanitise to {s!r}; "
-                           f"rename one")
-            elif s in {"interacts", "rev_interacts"} or s.startswith("rev_"):
-                problem = f"relation {r!r} uses a reserved name ({s!r}); rename it"
-            if problem is not None:
-                rows = np.flatnonzero(tr["relation"].astype(str).to_numpy() == r)
-                where, line = _where(tr, int(rows[0]), src["triples"])
-                raise DataFormatError(where, f"{problem} ({len(rows)} such triples)", line)
-            relation_names[s] = r
-            names.append(s)
+        names = _relation_identifiers(rel_uniques, tr, src["triples"], relation_names)
         data["entity"].num_nodes = len(entity_order)
         data["entity"].raw_id = entity_order
         # one edge type per (relation, head is item, tail is item): group with one stable sort
@@ -490,7 +546,10 @@ def build_collaborative_kg(
         data["entity"].raw_id = []
     data.relation_names = relation_names
 
-    # ---------------------------------------------------------------- item text
+
+def _add_item_text(data: HeteroData, item_text: pd.DataFrame | pd.Series | dict | None,
+                   item_order: list[Hashable], src: dict[str, str], report: BuildReport) -> None:
+    """``data['item'].text``: one string per item (empty where the source has none)."""
     if item_text is not None:
         if isinstance(item_text, dict):
             item_text = pd.Series(item_text)
@@ -507,12 +566,6 @@ def build_collaborative_kg(
                 texts[p] = "" if (t is None or (isinstance(t, float) and np.isnan(t))) else str(t)
         report.add("items_without_text", sum(1 for t in texts if not t))
         data["item"].text = texts
-
-    data.build_report = report.as_dict()
-    if _WARN_IN_BUILDER.get():
-        what = src["interactions"] if sources and "interactions" in sources else "interactions"
-        warn_build_report(data.build_report, f"collaborative KG of {what}")
-    return data
 
 
 def kg_edge_types(data: HeteroData, include_reverse: bool = True) -> list[tuple[str, str, str]]:

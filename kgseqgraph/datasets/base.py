@@ -51,7 +51,7 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..data.errors import DataFormatError, DataWarning
-from ..data.graph import deferred_report_warnings, warn_build_report
+from ..data.graph import INTERACTS, deferred_report_warnings, warn_build_report
 from ..utils.io import atomic_open
 from .download import DownloadError, download_url, extract_zip_member, sha256sum
 
@@ -132,7 +132,27 @@ def _fmt(n: Any) -> str:
     return f"{n:,}" if isinstance(n, int) else str(n)
 
 
-class KGDataset:
+class OneGraph:
+    """The dataset protocol of a source that yields one graph (as PyG's in-memory datasets):
+    ``dataset[0]`` (or ``dataset.data``) is the :class:`~torch_geometric.data.HeteroData`,
+    ``len(dataset) == 1``. Subclasses set ``self._data``."""
+
+    _data: HeteroData
+
+    @property
+    def data(self) -> HeteroData:
+        return self._data
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, idx: int) -> HeteroData:
+        if idx not in (0, -1):
+            raise IndexError(f"{type(self).__name__} holds one graph; index {idx} is out of range")
+        return self._data
+
+
+class KGDataset(OneGraph):
     r"""Base class of the dataset loaders: one :class:`~torch_geometric.data.HeteroData` built by
     :func:`~kgseqgraph.data.build_collaborative_kg` from the raw files of ``root``.
 
@@ -335,23 +355,10 @@ class KGDataset:
                 return
 
     # ------------------------------------------------------------------ dataset protocol
-    @property
-    def data(self) -> HeteroData:
-        return self._data
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, idx: int) -> HeteroData:
-        if idx not in (0, -1):
-            raise IndexError(f"{type(self).__name__} holds one graph; index {idx} is out of range")
-        return self._data
-
     def __repr__(self) -> str:
         d = self._data
         parts = [f"{t}={d[t].num_nodes}" for t in d.node_types]
-        n_inter = d["user", "interacts", "item"].num_edges if ("user", "interacts", "item") in \
-            d.edge_types else 0
+        n_inter = d[INTERACTS].num_edges if INTERACTS in d.edge_types else 0
         return (f"{type(self).__name__}({', '.join(parts)}, interactions={n_inter}, "
                 f"relations={len(getattr(d, 'relation_names', {}) or {})})")
 
@@ -634,6 +641,24 @@ def to_float(tokens: Sequence[str], lines: np.ndarray, path: Path, what: str) ->
             raise DataFormatError(str(path), f"{what} must be a finite number, got {tok!r}",
                                   int(ln)) from None
     raise DataFormatError(str(path), f"{what} must be numbers")  # pragma: no cover
+
+
+class NamedKGDataset(KGDataset):
+    """A loader of one of several named datasets of a source, with or without its KG: the name and
+    ``kg`` decide the processed file and the load options (the S3-Rec and KGAT files)."""
+
+    name: str
+    kg: bool
+
+    @property
+    def processed_file_names(self) -> list[str]:
+        return [f"{self.name}.pt" if self.kg else f"{self.name}_nokg.pt"]
+
+    def params(self) -> dict[str, Any]:
+        return {"name": self.name, "kg": self.kg}
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {"kg": self.kg}
 
 
 class Adjacency(NamedTuple):

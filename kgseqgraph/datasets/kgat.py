@@ -33,8 +33,8 @@ import torch
 from torch_geometric.data import HeteroData
 
 from ..data.errors import LINE_COLUMN, DataFormatError
-from ..data.graph import INTERACTS, REV_INTERACTS, build_collaborative_kg
-from .base import (KGDataset, RawFile, positions_within, read_adjacency,
+from ..data.graph import INTERACTS, build_collaborative_kg
+from .base import (NamedKGDataset, RawFile, positions_within, read_adjacency,
                    read_lines, split_rows, to_int)
 
 __all__ = ["KGATDataset", "read_id_list", "read_item_list"]
@@ -174,7 +174,7 @@ def read_item_list(path: Path) -> tuple[list[str], np.ndarray, list[str]]:
     return org, remap, fb
 
 
-class KGATDataset(KGDataset):
+class KGATDataset(NamedKGDataset):
     r"""A KGAT dataset as one collaborative KG.
 
     The graph: ``user`` nodes = KGAT user remap ids ``0..n_users-1`` (``org_id`` from
@@ -210,16 +210,6 @@ class KGATDataset(KGDataset):
         if self.kg:
             files += ["kg_final.txt", "entity_list.txt", "relation_list.txt"]
         return [_raw(self.name, f) for f in files]
-
-    @property
-    def processed_file_names(self) -> list[str]:
-        return [f"{self.name}.pt" if self.kg else f"{self.name}_nokg.pt"]
-
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name, "kg": self.kg}
-
-    def load_kwargs(self) -> dict[str, Any]:
-        return {"kg": self.kg}
 
     @property
     def dataset_name(self) -> str:
@@ -273,7 +263,8 @@ class KGATDataset(KGDataset):
                     raise DataFormatError(str(path), f"{what} id {arr[k]} is not in "
                                                      f"{what}_list.txt (ids 0..{n - 1})",
                                           int(l_arr[k]))
-        inter = pd.DataFrame({"user": users, "item": items, "time": time, LINE_COLUMN: line})
+        inter = pd.DataFrame({"user": users, "item": items, "time": time, "is_test": is_test,
+                              LINE_COLUMN: line})
         report: dict[str, int] = {
             "train_interactions": int(len(tr.users)),
             "test_interactions": int(len(te.users)),
@@ -318,17 +309,10 @@ class KGATDataset(KGDataset):
             links = pd.DataFrame({"item": in_kg, "entity": in_kg})
             sources.update(triples=str(p_kg), links=str(raw("item_list.txt")))
 
+        # the builder carries is_test along with each edge, in its (user, time, row) order
         data = build_collaborative_kg(inter, triples, links, None, items=list(range(n_items)),
-                                      users=list(range(n_users)), sources=sources)
-        # The builder keeps (user, time, row) order; recompute it to carry is_test along.
-        order = np.lexsort((np.arange(len(users)), time, users))
-        ei = data[INTERACTS].edge_index
-        if not (np.array_equal(ei[0].numpy(), users[order]) and
-                np.array_equal(ei[1].numpy(), items[order])):
-            raise RuntimeError("interaction order differs from the builder's; cannot align is_test")
-        flag = torch.from_numpy(is_test[order])
-        data[INTERACTS].is_test = flag
-        data[REV_INTERACTS].is_test = flag
+                                      users=list(range(n_users)), sources=sources,
+                                      edge_columns=["is_test"])
 
         user_org_out = [""] * n_users
         for r, o in zip(user_remap.tolist(), user_org):

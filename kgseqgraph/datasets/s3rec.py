@@ -24,7 +24,7 @@ from torch_geometric.data import HeteroData
 
 from ..data.errors import LINE_COLUMN, DataFormatError
 from ..data.graph import build_collaborative_kg
-from .base import KGDataset, RawFile, positions_within, read_adjacency
+from .base import NamedKGDataset, RawFile, positions_within, read_adjacency
 
 __all__ = ["S3Rec", "HAS_ATTRIBUTE"]
 
@@ -104,7 +104,7 @@ def read_item2attributes(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray
             np.asarray(attrs, dtype=np.int64))
 
 
-class S3Rec(KGDataset):
+class S3Rec(NamedKGDataset):
     r"""An S3-Rec dataset: user sequences plus item attributes as a one-relation KG.
 
     The graph: ``user`` nodes in increasing user id; ``item`` nodes in increasing item id (every
@@ -139,16 +139,6 @@ class S3Rec(KGDataset):
         if self.kg:
             files.append(_raw(f"{self.name}_item2attributes.json"))
         return files
-
-    @property
-    def processed_file_names(self) -> list[str]:
-        return [f"{self.name}.pt" if self.kg else f"{self.name}_nokg.pt"]
-
-    def params(self) -> dict[str, Any]:
-        return {"name": self.name, "kg": self.kg}
-
-    def load_kwargs(self) -> dict[str, Any]:
-        return {"kg": self.kg}
 
     @property
     def dataset_name(self) -> str:

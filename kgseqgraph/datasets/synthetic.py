@@ -31,6 +31,7 @@ import pandas as pd
 from torch_geometric.data import HeteroData
 
 from ..data.graph import build_collaborative_kg
+from .base import OneGraph
 
 __all__ = ["Synthetic", "SyntheticConfig", "make_synthetic"]
 
@@ -219,7 +220,7 @@ def make_synthetic(config: SyntheticConfig | None = None, **kwargs: Any) -> Hete
     return data
 
 
-class Synthetic:
+class Synthetic(OneGraph):
     r"""The synthetic dataset as a one-graph dataset (``data``, ``dataset[0]``, ``len == 1``),
     without files. See :func:`make_synthetic` and the module docstring for the model.
 
@@ -235,18 +236,6 @@ class Synthetic:
                                       num_entities=num_entities, num_relations=num_relations,
                                       seq_len=seq_len, seed=seed, **kwargs)
         self._data = make_synthetic(self.config)
-
-    @property
-    def data(self) -> HeteroData:
-        return self._data
-
-    def __len__(self) -> int:
-        return 1
-
-    def __getitem__(self, idx: int) -> HeteroData:
-        if idx not in (0, -1):
-            raise IndexError(f"Synthetic holds one graph; index {idx} is out of range")
-        return self._data
 
     def __repr__(self) -> str:
         c = self.config

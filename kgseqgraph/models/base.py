@@ -41,12 +41,32 @@ from ..data.sequences import Sequences
 from ..utils.io import atomic_path, atomic_write_bytes
 
 __all__ = ["SequentialRecommender", "MODEL_REGISTRY", "register_model", "check_saved_graph",
-           "PretrainStage"]
+           "PretrainStage", "catalogue_size"]
 
 MODEL_REGISTRY: dict[str, type[SequentialRecommender]] = {}
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+def catalogue_size(data: Any) -> int:
+    """The number of items of a dataset given as its graph (``data['item'].num_nodes``), as
+    anything with ``num_items`` (a split, :class:`~kgseqgraph.data.Sequences`), or as the number
+    itself — what every model's ``from_dataset(data, …)`` reads."""
+    if isinstance(data, bool):
+        raise TypeError("expected a graph, a split or a number of items, got a bool")
+    if isinstance(data, int):
+        n = data
+    elif hasattr(data, "node_types"):
+        n = int(data["item"].num_nodes)
+    elif hasattr(data, "num_items"):
+        n = int(data.num_items)
+    else:
+        raise TypeError(f"expected a graph (HeteroData), a split or a number of items, got "
+                        f"{type(data).__name__}")
+    if n < 1:
+        raise ValueError(f"the catalogue must hold at least one item, got {n}")
+    return n
 
 
 @dataclass

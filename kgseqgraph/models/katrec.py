@@ -80,7 +80,7 @@ from ..data.sequences import Sequences
 from ..nn.embed.kg_items import GatedKGItemEmbedder, KGItemEmbedder
 from ..nn.kge import TripleIndex, sample_negative_tails, sample_triples_by_head
 from ..nn.mf import BPRMF, sample_bpr_negatives
-from .base import PretrainStage, register_model
+from .base import PretrainStage, catalogue_size, register_model
 from .sequential import SequentialConfig, SequentialModel
 
 __all__ = ["KATRecConfig", "KATRec", "KGSASRec", "KGGRU4Rec"]
@@ -264,8 +264,9 @@ class KATRec(SequentialModel):
 
     @classmethod
     def from_dataset(cls, data: Any, **kwargs: Any) -> KATRec:
+        """Build for the graph ``data`` (a split's ``train_graph``)."""
         options = {**cls.preset_defaults, **kwargs}
-        return cls(KATRecConfig(num_items=int(data["item"].num_nodes), **options), data=data)
+        return cls(KATRecConfig(num_items=catalogue_size(data), **options), data=data)
 
     # ------------------------------------------------------------------ KG loss
     @property

@@ -27,6 +27,7 @@ scores identically; ``from_pretrained`` still needs ``data=`` with features of t
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn.embed.knowledge_fused import KnowledgeFusedEmbedder
-from .base import register_model
+from .base import catalogue_size, register_model
 from .sequential import SequentialConfig, SequentialModel
 
 __all__ = ["KIRecConfig", "KnowledgeFusedEmbedder", "KIRec"]  # the embedder: nn.embed
@@ -121,7 +122,8 @@ class KIRec(SequentialModel):
     def __init__(self, config: KIRecConfig, data: Any = None) -> None:
         if config.objective != "next":
             raise ValueError("KIRec trains with the next-item objective (objective='next')")
-        super().__init__(config, data)
+        # the model's own copy: feature_dim is filled from the data, the caller's config stays
+        super().__init__(dataclasses.replace(config), data)
 
     def build_item_embedder(self, config: KIRecConfig, data: Any) -> nn.Module:
         x = item_features(data, config.features, config.num_items)
@@ -137,4 +139,4 @@ class KIRec(SequentialModel):
     @classmethod
     def from_dataset(cls, data: Any, **kwargs: Any) -> KIRec:
         """Build for ``data`` (catalogue size and features taken from it)."""
-        return cls(KIRecConfig(num_items=int(data["item"].num_nodes), **kwargs), data=data)
+        return cls(KIRecConfig(num_items=catalogue_size(data), **kwargs), data=data)

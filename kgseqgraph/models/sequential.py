@@ -38,7 +38,7 @@ from ..nn.heads import PredictionHead
 from ..nn.embed.tables import ItemTables, as_item_tables
 from ..nn.encoders.base import encode_at
 from ..nn.losses import catalogue_cross_entropy
-from .base import SequentialRecommender, register_model
+from .base import SequentialRecommender, catalogue_size, register_model
 from .scorer import SequenceScorer
 
 __all__ = ["SequentialConfig", "SequentialModel", "SASRec", "BERT4Rec", "GRU4Rec", "IDEmbedder",
@@ -299,9 +299,11 @@ def _preset(name: str, encoder: str, objective: str, doc: str):
             super().__init__(config, data)
 
         @classmethod
-        def from_dataset(cls, num_items: int, **kwargs: Any) -> Preset:
-            return cls(SequentialConfig(num_items=num_items, encoder=encoder, objective=objective,
-                                        **kwargs))
+        def from_dataset(cls, data: Any, **kwargs: Any) -> Preset:
+            """Build for a dataset: its graph, a split, or (an ID model needs nothing else) the
+            number of items (:func:`~kgseqgraph.models.base.catalogue_size`)."""
+            return cls(SequentialConfig(num_items=catalogue_size(data), encoder=encoder,
+                                        objective=objective, **kwargs))
 
     Preset.__name__ = Preset.__qualname__ = {"sasrec": "SASRec", "bert4rec": "BERT4Rec",
                                              "gru4rec": "GRU4Rec"}[name]

@@ -1,4 +1,5 @@
-"""Training: the :class:`Trainer` loop, its :class:`TrainConfig`, checkpoints and curves.
+"""Training: the :class:`Trainer` loop, its :class:`TrainConfig`, the optimiser schedule,
+checkpoints, run files and curves, the one pre-training path and KGE link prediction.
 
 Example:
     >>> from kgseqgraph.training import TrainConfig, run_training
@@ -10,13 +11,24 @@ from .checkpoint import (atomic_torch_save, atomic_write_json, load_checkpoint, 
 from .config import TrainConfig
 from .curves import plot_training_curve
 from .distributed import DistributedContext, destroy_distributed, init_distributed
-from .trainer import LinearSchedule, Trainer, TrainResult, resolve_device, run_training
+from .kge import KGETrainConfig, run_link_prediction, train_kge
+from .pretrain import run_pretraining, run_stage
+from .run_files import RunFolder
+from .schedule import LinearSchedule, build_optimizer
+from .trainer import Trainer, TrainResult, resolve_device, run_training
 
 __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainResult",
     "LinearSchedule",
+    "build_optimizer",
+    "RunFolder",
+    "run_pretraining",
+    "run_stage",
+    "KGETrainConfig",
+    "train_kge",
+    "run_link_prediction",
     "run_training",
     "seed_everything",
     "resolve_device",

@@ -12,6 +12,7 @@ and the temporary file is removed.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -26,6 +27,8 @@ from ..utils.io import atomic_open, atomic_write_bytes
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "model_config",
+    "model_mismatch",
     "atomic_torch_save",
     "atomic_write_json",
     "load_checkpoint",
@@ -169,3 +172,49 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(ckpt, dict) or ckpt.get("format") != "kgseqgraph.trainer/1":
         raise ValueError(f"{path} is not a kgseqgraph trainer checkpoint")
     return ckpt
+
+
+def model_config(model: Any) -> Any:
+    """What a checkpoint records of its model: ``model.config_dict()`` (name, config, graph
+    fingerprint) when it has one."""
+    fn = getattr(model, "config_dict", None)
+    if callable(fn):
+        return fn()
+    return {"model": type(model).__name__}
+
+
+def model_mismatch(model: Any, saved: Any) -> str | None:
+    """Why a checkpoint's ``model_config`` does not describe ``model`` (``None`` if it does).
+
+    Config fields the checkpoint lacks (added to the library after it was written) count as
+    their defaults; fields the model class declares ``compute_only_fields`` (e.g. KATRec's
+    ``kg_recompute``: same results, other memory/time trade-off) may differ; the graph
+    fingerprint is compared only when both sides have one."""
+    mine = model_config(model)
+    if not (isinstance(mine, dict) and isinstance(saved, dict) and "config" in mine
+            and "config" in saved):
+        return None if mine == saved else "different model"
+    if mine.get("model") != saved.get("model"):
+        return f"model {saved.get('model')!r}, not {mine.get('model')!r}"
+    config_class = getattr(model, "config_class", None)
+    defaults: dict[str, Any] = {}
+    if dataclasses.is_dataclass(config_class):
+        for f in dataclasses.fields(config_class):
+            if f.default is not dataclasses.MISSING:
+                defaults[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                defaults[f.name] = f.default_factory()  # type: ignore[misc]
+    skip = set(getattr(model, "compute_only_fields", ()))
+    ours, theirs = mine["config"], {**defaults, **saved["config"]}
+    diff = sorted(k for k in set(ours) | set(theirs)
+                  if k not in skip and ours.get(k) != theirs.get(k))
+    if diff:
+        return "config " + ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {ours.get(k)!r}"
+                                     for k in diff)
+    if mine.get("graph") is not None and saved.get("graph") is not None:
+        from ..data.fingerprint import compare_fingerprints
+
+        problem = compare_fingerprints(saved["graph"], mine["graph"])
+        if problem is not None:
+            return f"trained on another graph: {problem}"
+    return None

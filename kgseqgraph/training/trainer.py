@@ -37,7 +37,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import platform
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -52,26 +51,21 @@ from ..data.batching import training_windows
 from ..data.sequences import Sequences
 from ..data.splits import LeaveOneOutSplit
 from ..evaluation.evaluator import Evaluator
-from .checkpoint import (CHECKPOINT_NAME, atomic_torch_save, atomic_write_json, load_checkpoint,
+from ..utils.provenance import versions
+from .checkpoint import (atomic_torch_save, load_checkpoint, model_config, model_mismatch,
                          rng_state, seed_everything, set_rng_state)
 from .config import RESUME_COMPATIBLE_FIELDS, TrainConfig
-from .curves import plot_training_curve
 from .distributed import DistributedContext, init_distributed, wrap_loss
+from .leakage import check_no_leak
 from .pretrain import run_pretraining
-from ..utils.provenance import versions
+from .run_files import RunFolder, dataset_info
+from .schedule import LinearSchedule, build_optimizer
 
 __all__ = ["Trainer", "TrainResult", "LinearSchedule", "run_training", "resolve_device",
            "EpochCallback"]
 
 log = logging.getLogger("kgseqgraph")
 
-METRICS_NAME = "metrics.json"
-RESULTS_NAME = "results.json"
-CURVE_NAME = "training_curve.png"
-BEST_MODEL_DIR = "best_model"
-#: beside the saved best model: the dataset it was trained on (``data.dataset_info``), read by
-#: ``kgseqgraph export`` / ``evaluate`` / ``recommend`` when no ``--dataset`` is given
-DATASET_INFO_NAME = "dataset.json"
 CHECKPOINT_FORMAT = "kgseqgraph.trainer/1"
 
 EpochCallback = Callable[["Trainer", dict[str, Any]], None]
@@ -88,25 +82,6 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(device)!r} requested but CUDA is not available")
     return dev
-
-
-class LinearSchedule:
-    r"""Learning-rate multiplier of :class:`torch.optim.lr_scheduler.LambdaLR`: linear warm-up over
-    ``warmup`` steps, then linear decay to 0 at step ``total`` (or constant when ``decay`` is
-    false). A plain object with primitive attributes, so the scheduler's ``state_dict`` stays
-    weights-only-loadable."""
-
-    def __init__(self, total: int, warmup: int = 0, decay: bool = True) -> None:
-        if total < 1 or not 0 <= warmup < max(total, 1):
-            raise ValueError(f"need total >= 1 and 0 <= warmup < total, got {total}, {warmup}")
-        self.total, self.warmup, self.decay = int(total), int(warmup), bool(decay)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        if not self.decay:
-            return 1.0
-        return max(0.0, (self.total - step) / (self.total - self.warmup))
 
 
 @dataclass
@@ -193,10 +168,11 @@ class Trainer:
         self.split = split
         if data is None and getattr(split, "graph", None) is not None:
             data = split.train_graph
-        _check_no_leak(model, split)
+        check_no_leak(model, split)
         self.data = data
         self.callbacks = list(callbacks)
         self.output_dir = Path(config.output_dir) if config.output_dir is not None else None
+        self.run_folder = RunFolder(self.output_dir) if self.output_dir is not None else None
         model_max_len = getattr(getattr(model, "config", None), "max_len", None)
         if config.max_len is not None and model_max_len is not None \
                 and int(config.max_len) != int(model_max_len):
@@ -237,7 +213,7 @@ class Trainer:
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.optimizer, self.scheduler = self._build_optimizer()
+        self.optimizer, self.scheduler = build_optimizer(self.model, config, self.total_steps)
 
         # training state (everything below goes into the checkpoint)
         self.epoch = 0
@@ -260,28 +236,9 @@ class Trainer:
             log.warning("%s exists and resume=False: a fresh run will overwrite it",
                         self.checkpoint_path)
 
-    # ------------------------------------------------------------------ setup
-    def _build_optimizer(self):
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if not params:
-            return None, None
-        decay = [p for p in params if p.ndim >= 2]
-        no_decay = [p for p in params if p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        groups = [g for g in groups if g["params"]]
-        optimizer = torch.optim.AdamW(groups, lr=self.config.lr)
-        total = max(self.total_steps, 1)
-        warmup = (int(self.config.warmup_ratio * total) if self.config.warmup_steps is None
-                  else min(int(self.config.warmup_steps), total - 1))
-        schedule = LinearSchedule(total, warmup,
-                                  decay=self.config.lr_decay == "linear")
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        return optimizer, scheduler
-
     @property
     def checkpoint_path(self) -> Path | None:
-        return self.output_dir / CHECKPOINT_NAME if self.output_dir is not None else None
+        return self.run_folder.checkpoint if self.run_folder is not None else None
 
     # ------------------------------------------------------------------ training
     def fit(self, resume: bool | str | None = None) -> TrainResult:
@@ -526,15 +483,8 @@ class Trainer:
                  (self.best_valid or {}).get(cfg.valid_metric, float("nan")), cfg.valid_metric,
                  test.get(cfg.valid_metric, float("nan")))
         try:
-            if self.output_dir is not None:
-                save = getattr(self.model, "save_pretrained", None)
-                if callable(save):
-                    save(self.output_dir / BEST_MODEL_DIR)
-                    info = _dataset_info(self.data)
-                    if info is not None:
-                        atomic_write_json(info, self.output_dir / BEST_MODEL_DIR /
-                                          DATASET_INFO_NAME)
-                atomic_write_json(self._results_dict(result), self.output_dir / RESULTS_NAME)
+            if self.run_folder is not None:
+                self.run_folder.write_final(self.model, self.data, self._results_dict(result))
         finally:
             self.distributed.barrier()
         return result
@@ -548,9 +498,9 @@ class Trainer:
 
     def _results_dict(self, result: TrainResult) -> dict[str, Any]:
         return {
-            "dataset": _dataset_info(self.data),
+            "dataset": dataset_info(self.data),
             "config": self.config.to_dict(),
-            "model": _model_config(self.model),
+            "model": model_config(self.model),
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "best_epoch": result.best_epoch,
             "valid_metric": self.config.valid_metric,
@@ -565,31 +515,23 @@ class Trainer:
             "device": str(self.device),
             "world_size": self.distributed.world_size,
             "versions": versions(),
-            "files": {"metrics": METRICS_NAME, "curve": CURVE_NAME,
-                      "best_model": BEST_MODEL_DIR, "checkpoint": CHECKPOINT_NAME},
+            "files": RunFolder.FILES,
         }
 
     def load_best_model(self, map_location: str | torch.device = "cpu") -> torch.nn.Module:
         """Reload ``output_dir/best_model`` with the model class's ``from_pretrained``."""
         if self.output_dir is None:
             raise ValueError("no output_dir: the best model was not saved to disk")
-        return type(self.model).from_pretrained(self.output_dir / BEST_MODEL_DIR, data=self.data,
+        return type(self.model).from_pretrained(self.run_folder.best_model, data=self.data,
                                                 map_location=map_location)
 
     # ------------------------------------------------------------------ files & checkpoints
     def _write_epoch_files(self) -> None:
-        if self.output_dir is None or not self.distributed.is_main:
+        if self.run_folder is None or not self.distributed.is_main:
             return
         self.save_checkpoint()
-        atomic_write_json({"valid_metric": self.config.valid_metric,
-                           "best_epoch": self.best_epoch, "best_valid": self.best_valid,
-                           "epochs": self.history}, self.output_dir / METRICS_NAME)
-        try:
-            plot_training_curve(self.history, self.output_dir / CURVE_NAME,
-                                self.config.valid_metric, self.best_epoch or None,
-                                title=type(self.model).__name__)
-        except Exception as exc:  # a plotting problem must never kill a training run
-            log.warning("could not draw the training curve: %s", exc)
+        self.run_folder.write_epoch(self.history, self.config.valid_metric, self.best_epoch,
+                                    self.best_valid, title=type(self.model).__name__)
 
     def state_dict(self) -> dict[str, Any]:
         """The full training state (what :meth:`save_checkpoint` writes)."""
@@ -611,7 +553,7 @@ class Trainer:
             "pretraining": dict(self.pretraining),
             "rng": rng_state(self.generator),
             "config": self.config.to_dict(),
-            "model_config": _model_config(self.model),
+            "model_config": model_config(self.model),
             "versions": versions(),
         }
 
@@ -630,10 +572,10 @@ class Trainer:
             raise ValueError("the checkpoint was written with a different TrainConfig: "
                              + ", ".join(f"{k}: now {a!r}, checkpoint {b!r}"
                                          for k, (a, b) in sorted(diff.items())))
-        problem = _model_mismatch(self.model, ckpt["model_config"])
+        problem = model_mismatch(self.model, ckpt["model_config"])
         if problem is not None:
             raise ValueError(f"the checkpoint holds a different model ({problem}): "
-                             f"{ckpt['model_config']} (this one: {_model_config(self.model)})")
+                             f"{ckpt['model_config']} (this one: {model_config(self.model)})")
         self.model.load_state_dict(ckpt["model"])
         if self.optimizer is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -666,31 +608,6 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------------------------------
-def _check_no_leak(model: Any, split: Any) -> None:
-    """Refuse a graph model built over a graph that holds held-out interactions of ``split``.
-
-    A graph model records the fingerprint of the part of its graph its weights depend on
-    (:meth:`~kgseqgraph.models.base.SequentialRecommender.fingerprint_node_types`); when that
-    part has users, it must be the split's training graph, edge for edge."""
-    recorded = getattr(model, "graph_fingerprint", None)
-    graph = getattr(split, "graph", None)
-    if recorded is None or graph is None or "user" not in recorded.get("num_nodes", {}):
-        return
-    from ..data.fingerprint import graph_fingerprint
-
-    node_types = tuple(recorded["num_nodes"])
-    expected = graph_fingerprint(split.train_graph, node_types)
-    if recorded["sha256"] == expected["sha256"]:
-        return
-    full = graph_fingerprint(graph, node_types)
-    why = ("it holds the held-out (validation/test) interactions" if recorded["sha256"]
-           == full["sha256"] else "it is not this split's training graph")
-    raise ValueError(f"{type(model).__name__} was built over a graph with users whose "
-                     f"interactions differ from the split's training graph ({why}): a model "
-                     "that propagates over user–item edges would see the targets it is tested "
-                     "on. Build it from split.train_graph.")
-
-
 def _rank_seed(seed: int, epoch: int, rank: int) -> int:
     """A seed for ``rank``'s global RNG in ``epoch``, independent across ranks and epochs."""
     return int(np.random.SeedSequence([seed % 2**64, epoch, rank]).generate_state(1)[0])
@@ -706,56 +623,6 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if hasattr(batch, "to") and callable(batch.to):
         return batch.to(device)
     return batch
-
-
-def _dataset_info(data: Any) -> dict[str, Any] | None:
-    """What the graph records about its dataset (name, root, raw-file sha256s), or ``None``."""
-    info = getattr(data, "dataset_info", None) if data is not None else None
-    return dict(info) if isinstance(info, dict) else None
-
-
-def _model_config(model: Any) -> Any:
-    fn = getattr(model, "config_dict", None)
-    if callable(fn):
-        return fn()
-    return {"model": type(model).__name__}
-
-
-def _model_mismatch(model: Any, saved: Any) -> str | None:
-    """Why a checkpoint's ``model_config`` does not describe ``model`` (``None`` if it does).
-
-    Config fields the checkpoint lacks (added to the library after it was written) count as
-    their defaults; fields the model class declares ``compute_only_fields`` (e.g. KATRec's
-    ``kg_recompute``: same results, other memory/time trade-off) may differ; the graph
-    fingerprint is compared only when both sides have one."""
-    mine = _model_config(model)
-    if not (isinstance(mine, dict) and isinstance(saved, dict) and "config" in mine
-            and "config" in saved):
-        return None if mine == saved else "different model"
-    if mine.get("model") != saved.get("model"):
-        return f"model {saved.get('model')!r}, not {mine.get('model')!r}"
-    config_class = getattr(model, "config_class", None)
-    defaults: dict[str, Any] = {}
-    if dataclasses.is_dataclass(config_class):
-        for f in dataclasses.fields(config_class):
-            if f.default is not dataclasses.MISSING:
-                defaults[f.name] = f.default
-            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-                defaults[f.name] = f.default_factory()  # type: ignore[misc]
-    skip = set(getattr(model, "compute_only_fields", ()))
-    ours, theirs = mine["config"], {**defaults, **saved["config"]}
-    diff = sorted(k for k in set(ours) | set(theirs)
-                  if k not in skip and ours.get(k) != theirs.get(k))
-    if diff:
-        return "config " + ", ".join(f"{k}: checkpoint {theirs.get(k)!r}, now {ours.get(k)!r}"
-                                     for k in diff)
-    if mine.get("graph") is not None and saved.get("graph") is not None:
-        from ..data.fingerprint import compare_fingerprints
-
-        problem = compare_fingerprints(saved["graph"], mine["graph"])
-        if problem is not None:
-            return f"trained on another graph: {problem}"
-    return None
 
 
 def run_training(model: torch.nn.Module, split: LeaveOneOutSplit, config: TrainConfig,

@@ -146,6 +146,7 @@ def test_kg_enricher_matches_cpu_float64(device, synthetic_kg, reuse_attention, 
         assert_close_scaled(got[2][name], want[2][name], F32, f"grad {name}")
 
 
+@pytest.mark.realdata
 def test_kg_enricher_on_the_ml100k_kg(device):
     """The real ML-100K item-entity KG (Freebase, 24 relations and reverses)."""
     from kgseqgraph.testing import require_data

@@ -218,3 +218,21 @@ def test_item_id_map_translates_raw_ids_and_titles():
     assert [(r.rank, r.raw_id, r.title) for r in recs[0]] == [(1, "c", "Gamma"),
                                                               (2, "a", "Alpha")]
     assert recs[0][0].score > recs[0][1].score
+
+
+def test_edge_columns_follow_their_edges_through_the_sort_and_the_deduplication():
+    inter = pd.DataFrame({"user": ["a", "b", "a", "a", "b"], "item": [1, 2, 3, 1, 2],
+                          "time": [5, 1, 2, 5, 9], "flag": [True, False, True, False, True],
+                          "w": [0.5, 1.5, 2.5, 3.5, 4.5]})
+    data = build_collaborative_kg(inter, edge_columns=["flag", "w"],
+                                  drop_duplicate_interactions=True)
+    store = data["user", "interacts", "item"]
+    # a: (3, t2, w 2.5), (1, t5, w 0.5) [its repeat (1, t5, w 3.5) dropped]; b: (2, t1), (2, t9)
+    assert store.edge_index.tolist() == [[0, 0, 1, 1], [2, 0, 1, 1]]
+    assert store.w.tolist() == [2.5, 0.5, 1.5, 4.5]
+    assert store.flag.tolist() == [True, True, False, True]
+    assert torch.equal(data["item", "rev_interacts", "user"].w, store.w)
+    with pytest.raises(DataFormatError, match="missing column 'nope'"):
+        build_collaborative_kg(inter, edge_columns=["nope"])
+    with pytest.raises(DataFormatError, match="numeric or boolean"):
+        build_collaborative_kg(inter.assign(s=["x"] * 5), edge_columns=["s"])

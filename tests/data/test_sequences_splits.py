@@ -40,6 +40,7 @@ def test_leave_one_out_views_and_report():
         leave_one_out(_graph(), min_length=2)
 
 
+@pytest.mark.realdata
 def test_leave_one_out_on_ml100k():
     root = require_data("ml-100k/ml-100k.inter")
     inter = pd.read_csv(root, sep="\t", header=0, names=["user", "item", "rating", "time"])
@@ -164,6 +165,7 @@ def test_propagation_over_the_train_graph_cannot_reach_held_out_targets():
             assert reaches == leaks, (graph is data, u)
 
 
+@pytest.mark.realdata
 def test_train_graph_edge_counts_on_ml100k():
     root = require_data("ml-100k/ml-100k.inter", "ml-100k/ml-100k.kg", "ml-100k/ml-100k.link")
     from kgseqgraph.data import kg_edge_types

@@ -344,6 +344,7 @@ def test_save_pretrained_roundtrip(tmp_path, synthetic):
         SequentialRecommender.from_pretrained(tmp_path / "katrec")
 
 
+@pytest.mark.realdata
 def test_katrec_learns_on_ml100k(tmp_path):
     raw = require_data("ml-100k/ml-100k.inter", "ml-100k/ml-100k.kg", "ml-100k/ml-100k.link",
                        "ml-100k/ml-100k.item")

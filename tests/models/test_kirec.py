@@ -125,3 +125,10 @@ def test_gradients_reach_ids_and_fusion_but_not_fixed_features(data, split):
     emb = model.item_embedder
     assert emb.ids.weight.grad.abs().sum() > 0 and emb.fusion.lin.weight.grad.abs().sum() > 0
     assert emb.features.grad is None and not emb.features.requires_grad
+
+
+def test_the_callers_config_is_not_changed(data):
+    config = KIRecConfig(num_items=60, **SMALL)
+    model = KIRec(config, data=data)
+    assert config.feature_dim is None  # the model filled in its own copy
+    assert model.config.feature_dim == 24 and model.config is not config

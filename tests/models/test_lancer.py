@@ -242,6 +242,7 @@ def test_trainer_runs_lancer():
     assert 0.0 <= result["test"]["HR@5"] <= 1.0
 
 
+@pytest.mark.realdata
 def test_ml100k_graph_builds_and_scores():
     from kgseqgraph.datasets.registry import load_dataset
     from kgseqgraph.testing import require_data

@@ -110,6 +110,7 @@ def test_template_helpers(tmp_path):
     assert t == {"film_film_genre": "The genre of [X] is [Y]."} and without == ["x_y"]
 
 
+@pytest.mark.realdata
 def test_kp4sr_books_templates_load():
     path = require_data("kp4sr/relation2template.json")
     t = load_templates(path)
@@ -119,6 +120,7 @@ def test_kp4sr_books_templates_load():
         "Tolkien wrote The Hobbit."
 
 
+@pytest.mark.realdata
 def test_ml100k_toy_story_prompts(tmp_path, monkeypatch):
     root = require_data("ml-100k/ml-100k.kg", "ml-100k/ml-100k.link")
     from kgseqgraph.datasets.registry import load_dataset

@@ -16,7 +16,7 @@ from kgseqgraph.datasets import Synthetic
 from kgseqgraph.models.sequential import SASRec
 from kgseqgraph.training import TrainConfig, Trainer
 from kgseqgraph.training.curves import training_curve_figure
-from kgseqgraph.training.trainer import DATASET_INFO_NAME
+from kgseqgraph.training.run_files import DATASET_INFO_NAME
 
 
 @pytest.fixture(scope="module")

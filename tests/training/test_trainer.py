@@ -446,7 +446,7 @@ def test_resume_accepts_configs_from_before_new_fields_and_compute_only_changes(
     difference is refused, naming the field."""
     from kgseqgraph.datasets import Synthetic
     from kgseqgraph.models import KATRec, SASRec
-    from kgseqgraph.training.trainer import _model_mismatch
+    from kgseqgraph.training.checkpoint import model_mismatch as _model_mismatch
 
     sas = SASRec.from_dataset(30, max_len=8, hidden_size=16)
     old = sas.config_dict()

@@ -55,6 +55,16 @@ OUTPUT_ACTIVATIONS = {"gelu": F.gelu, "sigmoid": torch.sigmoid, "tanh": torch.ta
                       "identity": lambda x: x}
 
 
+def _graph_options(kg_dim: int, relation_dim: int | None, kg_hidden: Sequence[int],
+                   node_types: Sequence[str], aggregator: str, kg_dropout: float,
+                   use_attention: bool, uniform_weights: str, reuse_attention: bool,
+                   kge_reg: float, recompute: bool) -> dict[str, Any]:
+    return dict(kg_dim=kg_dim, relation_dim=relation_dim, kg_hidden=kg_hidden,
+                node_types=node_types, aggregator=aggregator, kg_dropout=kg_dropout,
+                use_attention=use_attention, uniform_weights=uniform_weights,
+                reuse_attention=reuse_attention, kge_reg=kge_reg, recompute=recompute)
+
+
 class _GraphPart(nn.Module):
     """TransR over the collaborative KG and the enricher that shares its tables."""
 
@@ -88,7 +98,33 @@ class _GraphPart(nn.Module):
         return self.enricher.num_items
 
 
-class KGItemEmbedder(nn.Module):
+class _KGTables(nn.Module):
+    """What both KG item embedders share: the graph part and access to its TransR and enricher."""
+
+    def __init__(self, data: Any, num_items: int, graph_options: dict[str, Any],
+                 detach_kg: bool) -> None:
+        super().__init__()
+        self.graph = _GraphPart(data, **graph_options)
+        if self.graph.num_items != num_items:
+            raise ValueError(f"the graph has {self.graph.num_items} items, the model {num_items}")
+        self.num_items = int(num_items)
+        self.detach_kg = detach_kg
+
+    @property
+    def kge(self) -> TransR:
+        return self.graph.kge
+
+    @property
+    def enricher(self) -> KGEnricher:
+        return self.graph.enricher
+
+    def kg_embeddings(self) -> Tensor:
+        r""":math:`\mathbf{E}^{*}` of the items, ``[N, q]`` (detached with ``detach_kg``)."""
+        kg = self.graph.enricher()
+        return kg.detach() if self.detach_kg else kg
+
+
+class KGItemEmbedder(_KGTables):
     r"""KATRec's item tables (see the module docstring): input :math:`\mathbf{V}^{*}`
     ``[N + 2, q]`` and output :math:`\hat{\mathbf{E}}` ``[N, q]``.
 
@@ -123,19 +159,14 @@ class KGItemEmbedder(nn.Module):
                  output_fusion: bool = True, output_activation: str = "gelu",
                  detach_kg: bool = False, init_std: float = 0.02,
                  recompute: bool = False) -> None:
-        super().__init__()
         if output_activation not in OUTPUT_ACTIVATIONS:
             raise ValueError(f"output_activation must be one of {sorted(OUTPUT_ACTIVATIONS)}, got "
                              f"{output_activation!r}")
-        self.graph = _GraphPart(data, kg_dim, relation_dim, kg_hidden, node_types, aggregator,
-                                kg_dropout, use_attention, uniform_weights, reuse_attention,
-                                kge_reg, recompute)
-        if self.graph.num_items != num_items:
-            raise ValueError(f"the graph has {self.graph.num_items} items, the model {num_items}")
-        self.num_items = int(num_items)
+        super().__init__(data, num_items, _graph_options(
+            kg_dim, relation_dim, kg_hidden, node_types, aggregator, kg_dropout, use_attention,
+            uniform_weights, reuse_attention, kge_reg, recompute), detach_kg)
         self.dim = self.graph.enricher.out_channels
         self.connection = connection
-        self.detach_kg = detach_kg
         self.init_std = init_std
         self.output_activation = output_activation
         if connection:
@@ -149,25 +180,12 @@ class KGItemEmbedder(nn.Module):
         self.output = nn.Linear(2 * self.dim, self.dim) if output_fusion else None
         self.reset_parameters()
 
-    @property
-    def kge(self) -> TransR:
-        return self.graph.kge
-
-    @property
-    def enricher(self) -> KGEnricher:
-        return self.graph.enricher
-
     def reset_parameters(self) -> None:
         if self.special is not None:
             nn.init.normal_(self.special, std=self.init_std)
         if self.output is not None:
             nn.init.normal_(self.output.weight, std=self.init_std)
             nn.init.zeros_(self.output.bias)
-
-    def kg_embeddings(self) -> Tensor:
-        r""":math:`\mathbf{E}^{*}` of the items, ``[N, q]``."""
-        kg = self.graph.enricher()
-        return kg.detach() if self.detach_kg else kg
 
     def forward(self) -> ItemTables:
         kg = self.kg_embeddings()
@@ -188,7 +206,7 @@ class KGItemEmbedder(nn.Module):
                 f"output_activation={self.output_activation!r}, detach_kg={self.detach_kg}")
 
 
-class GatedKGItemEmbedder(nn.Module):
+class GatedKGItemEmbedder(_KGTables):
     r"""One ``[N + 2, D]`` table fusing ID embeddings :math:`\mathbf{v}_i` with the items'
     :math:`\mathbf{e}^{*}_i`: :math:`\mathbf{t}_i = \mathrm{fusion}(\mathbf{v}_i, \mathbf{e}^{*}_i)`
     (``"gate"``: :math:`\sigma((\mathbf{v}_i \Vert \mathbf{e}^{*}_i)\mathbf{W} + \mathbf{b})`,
@@ -206,32 +224,16 @@ class GatedKGItemEmbedder(nn.Module):
                  use_attention: bool = True, uniform_weights: str = "relation",
                  reuse_attention: bool = True, kge_reg: float = 1e-5, detach_kg: bool = False,
                  init_std: float = 0.02, recompute: bool = False) -> None:
-        super().__init__()
         from .id import IDEmbedder
 
-        self.graph = _GraphPart(data, kg_dim, relation_dim, kg_hidden, node_types, aggregator,
-                                kg_dropout, use_attention, uniform_weights, reuse_attention,
-                                kge_reg, recompute)
-        if self.graph.num_items != num_items:
-            raise ValueError(f"the graph has {self.graph.num_items} items, the model {num_items}")
-        self.num_items = int(num_items)
-        self.detach_kg = detach_kg
+        super().__init__(data, num_items, _graph_options(
+            kg_dim, relation_dim, kg_hidden, node_types, aggregator, kg_dropout, use_attention,
+            uniform_weights, reuse_attention, kge_reg, recompute), detach_kg)
         self.id = IDEmbedder(num_items, hidden_size, init_std)
         self.fusion = build_fusion(fusion, hidden_size, self.graph.enricher.out_channels,
                                    hidden_size)
 
-    @property
-    def kge(self) -> TransR:
-        return self.graph.kge
-
-    @property
-    def enricher(self) -> KGEnricher:
-        return self.graph.enricher
-
     def forward(self) -> Tensor:
         ids = self.id()
-        kg = self.graph.enricher()
-        if self.detach_kg:
-            kg = kg.detach()
-        fused = self.fusion(ids[: self.num_items], kg)
+        fused = self.fusion(ids[: self.num_items], self.kg_embeddings())
         return torch.cat([fused, ids[self.num_items:]])

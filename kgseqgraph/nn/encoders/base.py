@@ -40,6 +40,7 @@ __all__ = [
     "gather_positions",
     "encode_at",
     "check_position_origin",
+    "check_transformer_config",
     "check_max_len",
     "HFEncoderConfig",
     "HFBackboneEncoder",
@@ -63,6 +64,20 @@ class EncoderConfig:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy of the configuration."""
         return dataclasses.asdict(self)
+
+
+def check_transformer_config(config: Any, inner_factor: int) -> None:
+    """The checks every transformer encoder config shares (and ``inner_size=None`` filled with
+    ``inner_factor`` × ``hidden_size``)."""
+    if config.inner_size is None:
+        config.inner_size = inner_factor * config.hidden_size
+    if config.num_layers < 0 or config.num_heads <= 0 or config.max_len <= 0:
+        raise ValueError("num_layers must be >= 0, num_heads and max_len positive, got "
+                         f"{config.num_layers}, {config.num_heads}, {config.max_len}")
+    if config.hidden_size % config.num_heads != 0:
+        raise ValueError(f"hidden_size={config.hidden_size} is not divisible by "
+                         f"num_heads={config.num_heads}")
+    check_position_origin(config.position_origin)
 
 
 def check_position_origin(origin: str) -> None:

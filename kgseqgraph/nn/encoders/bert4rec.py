@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from .base import (EncoderConfig, SequenceEncoder, TransformerLayer, check_max_len,
-                   check_position_origin, gather_positions, positions_from_mask)
+                   check_transformer_config, gather_positions, positions_from_mask)
 
 __all__ = ["BERT4RecConfig", "BERT4RecEncoder"]
 
@@ -48,15 +48,7 @@ class BERT4RecConfig(EncoderConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.inner_size is None:
-            self.inner_size = 4 * self.hidden_size
-        if self.num_layers < 0 or self.num_heads <= 0 or self.max_len <= 0:
-            raise ValueError("num_layers must be >= 0, num_heads and max_len positive, got "
-                             f"{self.num_layers}, {self.num_heads}, {self.max_len}")
-        if self.hidden_size % self.num_heads != 0:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by "
-                             f"num_heads={self.num_heads}")
-        check_position_origin(self.position_origin)
+        check_transformer_config(self, inner_factor=4)
 
 
 class BERT4RecEncoder(SequenceEncoder):
