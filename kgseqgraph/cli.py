@@ -4,8 +4,9 @@
 offline, in seconds — and prints its full-ranking metrics.
 
 Commands: ``describe`` (a dataset's graph), ``evaluate`` (the popularity baseline, or a saved
-model with ``--model-dir``), ``train``, ``export`` (a saved model's scoring path for serving) and
-``recommend`` (top items for a history or a user, in the dataset's own ids). Commands that read a
+model with ``--model-dir``), ``train``, ``export`` (a saved model's scoring path for serving),
+``recommend`` (top items for a history or a user, in the dataset's own ids) and ``explain`` (the
+attention paths through the KG from a user's history to a recommended item, for graph models). Commands that read a
 saved model (``RUN/best_model``) load the dataset it was trained on from what the run recorded
 beside it when ``--dataset`` is not given.
 
@@ -39,7 +40,7 @@ __all__ = ["main", "build_parser", "run_train_command", "parse_options", "load_d
            "CLIError", "TrainingInterrupted", "default_output_dir", "format_results_table",
            "RUN_FILES"]
 
-COMMANDS = ("describe", "evaluate", "train", "export", "recommend")
+COMMANDS = ("describe", "evaluate", "train", "export", "recommend", "explain")
 
 
 # ------------------------------------------------------------------------------ train
@@ -373,6 +374,30 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--keep-seen", action="store_true",
                    help="may recommend items of the history again")
     r.add_argument("--json", action="store_true", help="print JSON")
+
+    w = sub.add_parser("explain", parents=common,
+                       help="why an item is recommended: attention paths through the KG",
+                       description="The top-k paths through a graph model's collaborative KG "
+                                   "(KATRec, KG-SASRec, ...) from a user's history to a "
+                                   "recommended item, each scored by the product of the "
+                                   "model's attention along it (docs/explain.md).")
+    _add_dataset_args(w, from_model=True)
+    w.add_argument("--model-dir", required=True, help="a saved graph model, e.g. RUN/best_model")
+    who = w.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", metavar="ID", help="a user of the dataset (its raw id): the "
+                                                  "history is their items, as recommend --user")
+    who.add_argument("--items", nargs="+", metavar="ID",
+                     help="the history, oldest first (the dataset's item ids)")
+    w.add_argument("--item", metavar="ID", default=None,
+                   help="the item to explain (its raw id; default: the top recommendation)")
+    w.add_argument("-k", type=int, default=10, help="number of paths (default 10)")
+    w.add_argument("--max-length", type=int, default=None,
+                   help="longest path (default: the model's number of layers)")
+    w.add_argument("--through", nargs="+", default=None, metavar="TYPE",
+                   help="node types a path may pass through (e.g. entity: knowledge paths "
+                        "only, no user in between; default: all)")
+    w.add_argument("--png", default=None, metavar="FILE", help="also draw the paths to FILE")
+    w.add_argument("--json", action="store_true", help="print JSON")
     return parser
 
 
@@ -519,23 +544,88 @@ def _export_model(args: argparse.Namespace) -> dict[str, Any]:
             "raw_ids": "item_ids" in meta}
 
 
+def _user_history(args: argparse.Namespace, data: Any) -> list[int]:
+    """The items of ``--user`` in the dataset, oldest first (node indices)."""
+    from .data import user_sequences
+
+    raw_users = list(data["user"].raw_id)
+    by_str = {str(u): k for k, u in enumerate(raw_users)}
+    if args.user not in by_str:
+        _fail(f"unknown user {args.user!r}: not among the {len(raw_users):,} users of "
+              f"{_dataset_label(data, args.dataset)} (raw ids look like "
+              f"{', '.join(map(repr, raw_users[:3]))}…)")
+    seqs = user_sequences(data)
+    u = by_str[args.user]
+    return seqs.items[int(seqs.ptr[u]):int(seqs.ptr[u + 1])].tolist()
+
+
+def _explain(args: argparse.Namespace) -> dict[str, Any]:
+    from .data import ItemIdMap
+    from .models.explain import explain, plot_explanation
+
+    model_dir = Path(args.model_dir)
+    model, data = _load_model(args, model_dir, need_data=True)
+    if not getattr(model, "needs_graph", False) or not hasattr(
+            getattr(model, "item_embedder", None), "enricher"):
+        _fail(f"{model_dir} holds a {getattr(model, 'model_name', type(model).__name__)} model; "
+              "explain needs a graph model built on the KG item embedder (katrec, kg-sasrec, "
+              "kg-gru4rec)")
+    ids = ItemIdMap.from_graph(data)
+    try:
+        history = _user_history(args, data) if args.user is not None else ids.encode(args.items)
+        item = ids.index(args.item) if args.item is not None else None
+    except KeyError as err:
+        _fail(err.args[0])
+    if not history:
+        _fail(f"user {args.user!r} has no items to explain a recommendation from")
+    try:
+        df = explain(model, history, item, data=data, k=args.k, max_length=args.max_length,
+                     through=args.through)
+    except ValueError as err:
+        _fail(str(err))
+    if args.png is not None:
+        if len(df) == 0:
+            _fail("no path connects the history to the item: nothing to draw")
+        plot_explanation(df, args.png)
+    a = df.attrs
+    return {"model_dir": str(model_dir), "dataset": _dataset_label(data, args.dataset),
+            "user": args.user, "history": ids.decode(history),
+            "item": {"index": a["item"], "raw_id": a["item_raw_id"], "title": ids.title(a["item"]),
+                     "score": a["item_score"], "rank": a["item_rank"]},
+            "max_length": a["max_length"], "through": a["through"], "png": args.png,
+            "paths": [{"rank": int(r["rank"]), "score": float(r["score"]),
+                       "length": int(r["length"]), "path": r["path"],
+                       "history_item": r["history_raw_id"],
+                       "relations": list(r["relations"]),
+                       "alphas": [float(x) for x in r["alphas"]]} for _, r in df.iterrows()]}
+
+
+def _print_explanation(result: dict[str, Any]) -> None:
+    item = result["item"]
+    who = f"user {result['user']}" if result["user"] is not None else "the history"
+    name = f"{item['title']} ({item['raw_id']})" if item.get("title") else str(item["raw_id"])
+    print(f"why {name} for {who} ({len(result['history'])} items)? rank {item['rank']}, score "
+          f"{item['score']:.4f}; paths of at most {result['max_length']} edges, scored by the "
+          "product of the model's attention along them")
+    if not result["paths"]:
+        print("no path through the graph connects the history to this item")
+        return
+    rows = [["rank", "score", "path"]]
+    rows += [[str(p["rank"]), f"{p['score']:.3g}", p["path"]] for p in result["paths"]]
+    _print_table(rows)
+    if result.get("png"):
+        print(f"figure: {result['png']}")
+
+
 def _recommend(args: argparse.Namespace) -> dict[str, Any]:
-    from .data import ItemIdMap, user_sequences
+    from .data import ItemIdMap
 
     model_dir = Path(args.model_dir)
     need_data = bool(args.raw_ids or args.user is not None)
     model, data = _load_model(args, model_dir, need_data=need_data)
     ids = ItemIdMap.from_graph(data) if data is not None else None
     if args.user is not None:
-        raw_users = list(data["user"].raw_id)
-        by_str = {str(u): k for k, u in enumerate(raw_users)}
-        if args.user not in by_str:
-            _fail(f"unknown user {args.user!r}: not among the {len(raw_users):,} users of "
-                  f"{_dataset_label(data, args.dataset)} (raw ids look like "
-                  f"{', '.join(map(repr, raw_users[:3]))}…)")
-        seqs = user_sequences(data)
-        u = by_str[args.user]
-        history = seqs.items[int(seqs.ptr[u]):int(seqs.ptr[u + 1])].tolist()
+        history = _user_history(args, data)
     elif args.raw_ids:
         try:
             history = ids.encode(args.items)
@@ -705,6 +795,13 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "export":
         print(json.dumps(_export_model(args), indent=2))
+        return 0
+    if args.command == "explain":
+        result = _explain(args)
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            _print_explanation(result)
         return 0
     if args.command == "recommend":
         result = _recommend(args)

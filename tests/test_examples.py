@@ -4,6 +4,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -46,3 +47,34 @@ def test_custom_model_from_layers_trains_one_step():
     assert torch.isfinite(loss)
     assert model.item_embedder.kg.node_emb.weight.grad is not None
     assert model.score(split.test_inputs).shape == (len(split.test_inputs), 40)
+
+
+def test_explain_katrec_runs_offline_and_writes_the_png(tmp_path, capsys):
+    module = _load("explain_katrec")
+    png = tmp_path / "why.png"
+    assert module.main(["--epochs", "1", "--png", str(png), "--paths", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "top recommendation" in printed and ("←[" in printed or "—[" in printed)
+    assert "added 'new-item'" in printed
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("name,extra", [("kp4sr_ml100k", ["--set", "degree=2"]),
+                                        ("lancer_ml100k", ["--set", "hidden_size=16"])])
+def test_text_model_examples_write_accuracy_records(tmp_path, name, extra):
+    from kgseqgraph.testing import require_data
+
+    require_data("ml-100k", "ml-100k/ml-100k.inter", "ml-100k/ml-100k.kg")
+    module = _load(name)
+    argv = ["--users", "25", "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8",
+            "--results-dir", str(tmp_path), "--variant", "smoke", *extra]
+    assert module.main(argv) == 0
+    model = name.split("_")[0]
+    record = json.loads((tmp_path / f"{model}-smoke_seed0.json").read_text())
+    for key in ("dataset", "model", "seed", "config", "best_epoch", "epochs_run", "valid", "test",
+                "wall_seconds", "cpu_seconds", "git_commit", "command", "versions", "date"):
+        assert key in record
+    assert record["config"]["users"] == 25 and record["dataset"] == "ml-100k"
+    assert "sampled-100/NDCG@10" in record["test"] and "HR@5" in record["test"]
+    assert record["command"].endswith(" ".join(argv))

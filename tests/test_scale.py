@@ -127,5 +127,6 @@ def test_build_train_step_and_eval_stay_in_bounded_memory():
     # after two steps the model is close to its initialisation: the loss is still about
     # ln(40,000) = 10.6, the cross-entropy of a uniform softmax over the catalogue
     assert abs(res["loss"] - math.log(40_000)) < 0.5, res["loss"]
-    assert 0 <= res["ndcg"] <= 1
+    # ... and so ranks the held-out item near chance (10 of 40,000 items: NDCG@10 ~ 1e-4)
+    assert 0 <= res["ndcg"] < 0.02, res["ndcg"]
     assert res["ndcg_chunked_100"] == res["ndcg_direct_100"]

@@ -28,6 +28,7 @@ __all__ = [
     "cloze_mask",
     "append_mask_token",
     "SequenceBatch",
+    "random_cut",
 ]
 
 IGNORE_INDEX = -100
@@ -169,3 +170,33 @@ def append_mask_token(seqs: Sequences, max_len: int, num_items: int) -> Sequence
     items = torch.cat([batch.items, torch.full((b, 1), mask_id(num_items), dtype=torch.long)], 1)
     mask = torch.cat([batch.mask, torch.ones((b, 1), dtype=torch.bool)], 1)
     return SequenceBatch(items, mask, batch.users)
+
+
+def random_cut(seqs: Sequences, generator: torch.Generator | None = None,
+               min_history: int = 1) -> tuple[Sequences, Tensor]:
+    r"""One (history, next item) pair per training sequence, cut at a random position.
+
+    A sequence :math:`i_1 \dots i_L` is cut at :math:`c`, drawn uniformly from
+    :math:`[\min(h, L-1),\ L-1]` (:math:`h` = ``min_history``) with ``generator``; the history is
+    :math:`i_1 \dots i_c` and the target :math:`i_{c+1}`. ``generator=None`` always cuts at
+    :math:`c = L - 1` (the last item is the target). Over the epochs every position with at least
+    ``min_history`` items before it becomes a target (the random-cut training of LANCER and
+    KP4SR, whose text models read one history and predict one item per sequence).
+
+    Returns:
+        ``(history, targets)``: the histories as :class:`Sequences` (users kept) and ``[B]``
+        target items.
+    """
+    lengths = seqs.lengths
+    if (lengths < 2).any():
+        raise ValueError("every sequence needs at least 2 items (a history and a target)")
+    if min_history < 1:
+        raise ValueError(f"min_history must be >= 1, got {min_history}")
+    last = lengths - 1
+    if generator is None:
+        cut = last
+    else:
+        lo = torch.clamp(last, max=min_history)
+        draw = torch.rand(lengths.numel(), generator=generator)
+        cut = torch.minimum(lo + (draw * (last - lo + 1)).long(), last)
+    return seqs.truncate(cut), seqs.item_at(cut)

@@ -32,10 +32,12 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from .catalogue import first_items, reorder_items
 from .graph import INTERACTS, REV_INTERACTS, _user_time_order
 from .sequences import Sequences, user_sequences
 
-__all__ = ["LeaveOneOutSplit", "leave_one_out", "training_graph"]
+__all__ = ["LeaveOneOutSplit", "leave_one_out", "training_graph", "ColdItemSplit",
+           "cold_item_split"]
 
 log = logging.getLogger("kgseqgraph")
 
@@ -192,3 +194,126 @@ def training_graph(data: HeteroData, keep: Tensor) -> HeteroData:
             elif isinstance(value, (list, tuple)) and len(value) == num_edges:
                 new[key] = [v for v, k in zip(value, keep.tolist()) if k]
     return out
+
+
+@dataclass
+class ColdItemSplit(LeaveOneOutSplit):
+    """A leave-one-out split of the *warm* items, plus test users whose next item is *cold*: an
+    item held out entirely (no interaction with it is ever trained on).
+
+    Items are renumbered so that the cold items come last: in :attr:`full_graph` items
+    ``0 … num_warm-1`` are the warm ones (in their original order) and ``num_warm … N-1`` the cold
+    ones — exactly where :meth:`~kgseqgraph.models.SequentialRecommender.add_items` puts new
+    items, so a model trained on the warm catalogue is extended by the cold items after
+    training and scores them in the same index space.
+
+    The inherited fields are the warm leave-one-out split (made by :func:`leave_one_out` from
+    the warm graph: :attr:`full_graph` without the cold items and every interaction with them):
+    :attr:`train`, :attr:`valid_inputs` / :attr:`valid_targets` (model selection, on warm
+    targets), :attr:`test_inputs` / :attr:`test_targets` (warm), :attr:`graph` (the warm graph)
+    and :attr:`train_graph` (its training interactions only: build and train models on it).
+
+    Attributes:
+        full_graph: every item (warm first, then cold) with all interactions and KG facts: the
+            input graph reordered; for ``describe``, never for a model.
+        original_items: ``[N]`` the input graph's index of each item of :attr:`full_graph`.
+        num_warm: number of warm items (the trained catalogue).
+        cold_inputs / cold_targets: the cold test: for every user with a cold item preceded by
+            at least ``min_history`` warm items, the user's warm items before their **first**
+            cold item (so no input is cold) and that cold item (index ``>= num_warm``).
+        cold_users: ``[B]`` graph user id of each cold test row.
+    """
+
+    full_graph: HeteroData | None = field(default=None, repr=False)
+    original_items: Tensor | None = field(default=None, repr=False)
+    num_warm: int = 0
+    cold_inputs: Sequences | None = field(default=None, repr=False)
+    cold_targets: Tensor | None = field(default=None, repr=False)
+    cold_users: Tensor | None = field(default=None, repr=False)
+    _cold_graph: HeteroData | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def num_cold(self) -> int:
+        return int(self.full_graph["item"].num_nodes) - self.num_warm
+
+    @property
+    def cold_items(self) -> Tensor:
+        """Indices (in :attr:`full_graph`) of the cold items: ``num_warm … N-1``."""
+        return torch.arange(self.num_warm, self.num_warm + self.num_cold)
+
+    @property
+    def cold_graph(self) -> HeteroData:
+        """What a trained model is extended with (``model.add_items(split.cold_graph)``):
+        :attr:`train_graph` plus the cold items (appended) and their KG facts — every item's
+        knowledge, the training interactions only (none with a cold item)."""
+        if self._cold_graph is None:
+            out = copy.copy(self.full_graph)
+            train = self.train_graph
+            for edge_type in (INTERACTS, REV_INTERACTS):
+                if edge_type in self.full_graph.edge_types:
+                    for key, value in train[edge_type].items():
+                        out[edge_type][key] = value
+            self._cold_graph = out
+        return self._cold_graph
+
+
+def cold_item_split(data: HeteroData, fraction: float = 0.1, seed: int = 0,
+                    min_history: int = 1, min_length: int = 3,
+                    short_users: str = "train") -> ColdItemSplit:
+    """Hold out a seeded ``fraction`` of the items entirely (see :class:`ColdItemSplit`).
+
+    Args:
+        data: the collaborative KG.
+        fraction: share of the items with at least one interaction to hold out (at least one).
+        seed: seeds the choice of cold items.
+        min_history: fewest warm items a cold test user must have before their first cold one.
+        min_length, short_users: of the warm :func:`leave_one_out`.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    if min_history < 1:
+        raise ValueError(f"min_history must be >= 1, got {min_history}")
+    n = int(data["item"].num_nodes)
+    interacted = torch.unique(data[INTERACTS].edge_index[1])
+    num_cold = max(1, int(round(fraction * interacted.numel())))
+    if num_cold >= interacted.numel():
+        raise ValueError(f"holding out {num_cold} of {interacted.numel()} interacted items "
+                         "leaves nothing to train on")
+    generator = torch.Generator().manual_seed(int(seed))
+    chosen = interacted[torch.randperm(interacted.numel(), generator=generator)[:num_cold]]
+    is_cold = torch.zeros(n, dtype=torch.bool)
+    is_cold[chosen] = True
+    order = torch.cat([(~is_cold).nonzero().view(-1), is_cold.nonzero().view(-1)])
+    num_warm = n - num_cold
+    full = reorder_items(data, order)
+    warm_graph = first_items(full, num_warm)
+    warm = leave_one_out(warm_graph, min_length=min_length, short_users=short_users)
+
+    seqs = user_sequences(full)
+    rows, inputs = [], []
+    for u in range(len(seqs)):
+        items = seqs[u]
+        cold_pos = (items >= num_warm).nonzero().view(-1)
+        if cold_pos.numel() and int(cold_pos[0]) >= min_history:
+            p = int(cold_pos[0])
+            rows.append((u, int(items[p])))
+            inputs.append(items[:p])
+    cold_inputs = Sequences.from_lists([x.tolist() for x in inputs], n,
+                                       users=torch.tensor([u for u, _ in rows], dtype=torch.long))
+    cold_targets = torch.tensor([t for _, t in rows], dtype=torch.long)
+    cold_edges = data[INTERACTS].edge_index[1]
+    users_with_cold = torch.unique(data[INTERACTS].edge_index[0][is_cold[cold_edges]])
+    report = dict(warm.report)
+    report.update({
+        "items": n, "cold_items": num_cold, "warm_items": num_warm,
+        "cold_fraction": fraction, "cold_seed": int(seed),
+        "cold_interactions_removed": int(is_cold[cold_edges].sum()),
+        "users_with_a_cold_item": int(users_with_cold.numel()),
+        "cold_test_users": len(rows),
+        "cold_users_without_history": int(users_with_cold.numel()) - len(rows),
+    })
+    return ColdItemSplit(warm.train, warm.valid_inputs, warm.valid_targets, warm.test_inputs,
+                         warm.test_targets, report, warm.graph, warm.train_interactions,
+                         full_graph=full, original_items=order, num_warm=num_warm,
+                         cold_inputs=cold_inputs, cold_targets=cold_targets,
+                         cold_users=cold_inputs.users)

@@ -16,7 +16,9 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-__all__ = ["RelationalGraph", "relational_view"]
+from .sequences import _ranges
+
+__all__ = ["RelationalGraph", "relational_view", "sample_neighbors", "sample_relation_tails"]
 
 
 @dataclass
@@ -102,3 +104,88 @@ def relational_view(
     ptr = torch.zeros(start + 1, dtype=torch.long)
     ptr[1:] = torch.cumsum(torch.bincount(head, minlength=start), 0)
     return RelationalGraph(head, relation, tail, ptr, start, offsets, counts, list(rel_index))
+
+
+def _segments(graph: RelationalGraph, heads: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The triples of ``heads``: ``(edge ids, owner row in heads, degree of each head)``."""
+    heads = heads.to(graph.ptr.device).long()
+    deg = graph.ptr[heads + 1] - graph.ptr[heads]
+    edges = _ranges(graph.ptr[heads], deg)
+    owner = torch.repeat_interleave(torch.arange(heads.numel(), device=deg.device), deg)
+    return edges, owner, deg
+
+
+def _rank_in_segment(owner: Tensor) -> Tensor:
+    """Position of each element inside its run of equal ``owner`` values (``owner`` sorted)."""
+    if owner.numel() == 0:
+        return owner.clone()
+    start = torch.ones_like(owner, dtype=torch.bool)
+    start[1:] = owner[1:] != owner[:-1]
+    first = torch.cummax(torch.where(start, torch.arange(owner.numel()), 0), 0).values
+    return torch.arange(owner.numel()) - first
+
+
+def _keys(n: int, generator: torch.Generator | None) -> Tensor:
+    return (torch.rand(n, generator=generator) if generator is not None
+            else torch.arange(n, dtype=torch.float64))
+
+
+def sample_neighbors(graph: RelationalGraph, heads: Tensor, k: int,
+                     generator: torch.Generator | None = None) -> Tensor:
+    """Up to ``k`` triples of each head: a uniform draw without replacement (``generator``) or the
+    first ``k`` in the view's order (``None``).
+
+    Returns:
+        ``[len(heads), k]`` edge ids into the view (``graph.tail[e]``, ``graph.relation[e]``),
+        ``-1`` where a head has fewer than ``k`` triples.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    edges, owner, _ = _segments(graph, heads)
+    key = _keys(edges.numel(), generator)
+    order = torch.argsort(key, stable=True)
+    order = order[torch.argsort(owner[order], stable=True)]
+    edges, owner = edges[order], owner[order]
+    rank = _rank_in_segment(owner)
+    keep = rank < k
+    out = torch.full((heads.numel(), k), -1, dtype=torch.long)
+    out[owner[keep], rank[keep]] = edges[keep]
+    return out
+
+
+def sample_relation_tails(graph: RelationalGraph, heads: Tensor, k: int,
+                          generator: torch.Generator | None = None) -> Tensor:
+    r"""KP4SR's knowledge of a node: up to ``k`` of its relations, one tail for each.
+
+    With a ``generator`` (training) the relations are a uniform draw without replacement among the
+    head's relations and each tail a uniform draw among the relation's tails, so every call gives
+    fresh knowledge; without one (evaluation) they are the first ``k`` relations in relation-id
+    order and the first tail of each (the view's edge order), the same every time.
+
+    Returns:
+        ``[len(heads), k]`` edge ids into the view, ``-1`` where a head has fewer relations.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    edges, owner, _ = _segments(graph, heads)
+    rel = graph.relation[edges]
+    # one tail per (head, relation): the smallest key of the group (uniform with random keys)
+    key = _keys(edges.numel(), generator)
+    order = torch.argsort(key, stable=True)
+    group = owner * (graph.num_relations + 1) + rel
+    order = order[torch.argsort(group[order], stable=True)]
+    g_sorted = group[order]
+    first = torch.ones_like(g_sorted, dtype=torch.bool)
+    first[1:] = g_sorted[1:] != g_sorted[:-1]
+    chosen = order[first]                           # one edge per group, groups by (owner, rel)
+    # up to k groups per head: random order, or relation order
+    g_owner = owner[chosen]
+    gkey = _keys(chosen.numel(), generator)
+    gorder = torch.argsort(gkey, stable=True)
+    gorder = gorder[torch.argsort(g_owner[gorder], stable=True)]
+    chosen, g_owner = chosen[gorder], g_owner[gorder]
+    rank = _rank_in_segment(g_owner)
+    keep = rank < k
+    out = torch.full((heads.numel(), k), -1, dtype=torch.long)
+    out[g_owner[keep], rank[keep]] = edges[chosen[keep]]
+    return out

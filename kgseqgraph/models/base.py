@@ -224,6 +224,23 @@ class SequentialRecommender(nn.Module):
         self.train(was_training)
         return top.indices, top.values
 
+    def add_items(self, data: Any, *, generator: torch.Generator | None = None
+                  ) -> SequentialRecommender:
+        """Extend a trained model by new items, without training: ``data`` is the model's graph
+        with the new items appended (items ``N … N+M-1``, e.g.
+        :attr:`~kgseqgraph.data.ColdItemSplit.cold_graph` or
+        :func:`~kgseqgraph.data.append_items`), or for models that read nothing but IDs the new
+        catalogue size. Existing items keep their indices and their scores; how a new item is
+        scored is each model's (its KG links, its text, or nothing). Returns ``self``."""
+        raise NotImplementedError(f"{type(self).__name__} cannot add items")
+
+    def _new_item_count(self, data: Any) -> int:
+        total = catalogue_size(data)
+        if total < self.num_items:
+            raise ValueError(f"the new catalogue has {total} items, fewer than the model's "
+                             f"{self.num_items}")
+        return total - self.num_items
+
     def scorer(self, exclude_history: bool = False) -> nn.Module:
         """A frozen, pure tensor scoring module for serving: ``LongTensor[B, L]`` of left-padded
         item ids (padding id ``num_items``) → ``Tensor[B, num_items]``, agreeing with

@@ -268,6 +268,29 @@ class KATRec(SequentialModel):
         options = {**cls.preset_defaults, **kwargs}
         return cls(KATRecConfig(num_items=catalogue_size(data), **options), data=data)
 
+    def add_items(self, data: Any, *, generator: torch.Generator | None = None,
+                  init: str = "mean") -> KATRec:
+        """New items scored from their KG facts, nothing trained (see
+        :meth:`~kgseqgraph.nn.embed.KGItemEmbedder.add_items`): ``data`` is the model's training
+        graph with the new items and their facts appended (e.g.
+        :attr:`~kgseqgraph.data.ColdItemSplit.cold_graph`); ``init`` sets their TransR rows
+        (``"mean"`` of their neighbours' rows, or ``"transr"``: fitted to their triples)."""
+        super().add_items(data, generator=generator, init=init)
+        self._cpu_triples = None
+        self._triple_index = None
+        self._items_added = True
+        return self
+
+    def save_pretrained(self, directory: Any) -> Any:
+        """As :meth:`SequentialRecommender.save_pretrained`; refused after :meth:`add_items`:
+        the new items read the graph one way only (existing nodes do not read them), which a
+        model rebuilt over the extended graph would not reproduce — retrain on it instead."""
+        if getattr(self, "_items_added", False):
+            raise ValueError("this KATRec was extended by add_items: its new items propagate one "
+                             "way only, which from_pretrained cannot rebuild; train a model on "
+                             "the extended graph to save one")
+        return super().save_pretrained(directory)
+
     # ------------------------------------------------------------------ KG loss
     @property
     def kge(self):

@@ -136,6 +136,18 @@ class KIRec(SequentialModel):
                                       config.init_std, config.feature_dropout,
                                       config.feature_scale, config.seed)
 
+    def extend_item_embedder(self, data: Any, count: int,
+                             generator: torch.Generator | None, **options: Any) -> None:
+        """The new items' features (``data['item'].<features>`` rows ``N …``), reduced as the
+        trained items' were; their ID rows are zero, so the text/attributes alone score them."""
+        if not hasattr(data, "node_types"):
+            raise ValueError("KIRec scores new items from their features: pass the graph with "
+                             "the new items (and their features) appended")
+        if options:
+            raise TypeError(f"unexpected add_items options {sorted(options)} for KIRec")
+        x = item_features(data, self.config.features, self.num_items + count)
+        self.item_embedder.add_items(x[self.num_items:])
+
     @classmethod
     def from_dataset(cls, data: Any, **kwargs: Any) -> KIRec:
         """Build for ``data`` (catalogue size and features taken from it)."""

@@ -1,47 +1,45 @@
-r"""KP4SR (Zhai et al., 2023, "Knowledge Prompt-tuning for Sequential Recommendation"): a T5
-encoder–decoder reads the knowledge tree of a user's history under the tree attention mask and
-predicts the next item.
+r"""KP4SR (Zhai, Zheng, Wang, Shen, Liu, Sun, Zhang, *Knowledge Prompt-tuning for Sequential
+Recommendation*, ACM MM 2023; authors' code ``zhaijianyang/KP4SR``): a T5 reads the knowledge
+tree of a user's history under the knowledge-tree mask and generates the next item's ID.
 
-Input (:mod:`kgseqgraph.prompts.tree`): the masked personalised prompt (root) followed by the
-knowledge prompts (:mod:`kgseqgraph.prompts.knowledge`) of the ``knowledge_items`` most recent
-history items; the encoder runs with the ``[B, T, T]`` tree mask (given to Hugging Face T5 as a
-4-D additive bias, :func:`~kgseqgraph.prompts.tree.additive_attention_mask`); the decoder
-cross-attends to every non-padding encoder token.
+Part by part, where each lives (defaults = the authors' ``src/param.py``):
 
-Items as decoder targets (``target``):
+* **Knowledge prompts**: every KG triple :math:`(h, r, t)` rendered by its relation template
+  (:func:`~kgseqgraph.prompts.knowledge.render_triples`; templates from ``templates_path``,
+  e.g. their ``relation2template.json``, over the library's Freebase film templates), items
+  written as their ID (``"1234 is directed by director m.0bxtg."``).
+* **Knowledge tree** (:mod:`kgseqgraph.prompts.tree`): the root is a masked personalised prompt
+  (one of :data:`~kgseqgraph.prompts.tree.TRAIN_TEMPLATES` drawn per example in training, the
+  held-out :data:`~kgseqgraph.prompts.tree.EVAL_TEMPLATE` in evaluation); each of the last
+  ``max_len`` = 5 history items gets up to ``degree`` = 8 of its relations with one tail each
+  as 1-hop sub-trees, and each of those tails its own as 2-hop sub-trees (``hops`` = 2) —
+  **sampled afresh for every training example** (relations and tails uniformly,
+  :func:`~kgseqgraph.data.sample_relation_tails`), the first ones in evaluation.
+* **Masks** (:mod:`kgseqgraph.nn.masks`): the authors' tree mask in the encoder (``tree_mask``;
+  off = the ablation, full attention over real tokens); the cross mask (``cross_mask``, off by
+  default as in their ``param.py``) lets the decoder read the root only.
+* **Target**: the item's ID tokens, one digit a token, in ``"<extra_id_0> {item} <extra_id_1>"``
+  plus ``</s>``; loss: the mean token NLL of each target, averaged over the batch.
+* **Recommendation**: constrained beam search (20 beams; only valid item IDs can be generated,
+  :class:`~kgseqgraph.nn.decoding.PrefixTrie`) → ranked item list → ``[B, N]`` scores (beam rank,
+  every other item :math:`-\infty`), so the Evaluator's HR/NDCG are the metrics of the list.
 
-* ``"token"`` (default): item :math:`i` is one new vocabulary token ``<item_i>``, so its
-  log-likelihood is read off the first decoder step and every catalogue item is scored with one
-  softmax,
+Labelled option: ``item_tokens="single"`` + ``scorer="classifier"`` (this library's earlier
+KP4SR: one ``<item_i>`` token per item, a softmax over the item tokens at the first decoder
+step, catalogue cross-entropy).
 
-  .. math::
-      s_{b,i} = \log \mathrm{softmax}_{j \in \mathcal{C}}\big(\mathbf{W}\,\mathbf{d}_{b,1}
-          \big)_{\langle i \rangle},
-
-  where :math:`\mathbf{d}_{b,1}` is the decoder state after the start token, :math:`\mathbf{W}`
-  the LM head and :math:`\mathcal{C}` the item tokens (``item_softmax="items"``, the loss is the
-  catalogue cross-entropy as for SASRec) or the whole vocabulary (``"vocab"``, the T5 LM loss;
-  the ranking is the same either way);
-* ``"title"``: item :math:`i` is its title's token sequence :math:`y^{(i)}` plus ``</s>``, and
-  :math:`s_{b,i} = \sum_t \log p(y^{(i)}_t \mid y^{(i)}_{<t}, \text{tree})` (teacher-forced for
-  every item, chunked — about :math:`N` decoder passes per user; items sharing a title tie).
-
-Either way :meth:`KP4SR.score` returns ``[B, N]`` for the full-ranking evaluator, and
-:meth:`KP4SR.generate_items` offers the generative mode: beam search restricted to valid item
-token sequences with ``prefix_allowed_tokens_fn`` over a trie of the items' sequences.
-
-Backbone: a T5 built from the config's sizes (random init) with a word-level tokenizer built
-from the graph's prompts (:func:`build_word_tokenizer`), or a pretrained checkpoint
-(``pretrained="t5-small"`` or a local folder) with its own tokenizer, extended with the item
-tokens (embeddings resized).
+Deviations from the authors' code, and why: no pretrained T5 can be installed here, so the
+backbone is a small randomly initialised T5 over a word-level vocabulary built from the graph's
+prompts (``pretrained=<folder>`` loads a checkpoint and its tokenizer); P5's whole-word
+embeddings are not used (their code adds them in training but not in generation); the beam
+search is constrained (theirs is free and drops outputs that are not item IDs); whole prompts
+that do not fit ``max_tokens`` are dropped (they cut the token sequence); model selection uses
+validation metrics (they keep the lowest validation loss); the history is a random cut of each
+training window (theirs: one target per user per epoch among positions with a full history).
 """
 from __future__ import annotations
 
 import json
-import logging
-import os
-from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,531 +48,259 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..data.batching import IGNORE_INDEX, random_cut
 from ..data.sequences import Sequences
-from ..prompts.knowledge import EntityNames, KnowledgePrompts, knowledge_prompts, load_templates
-from ..prompts.tree import (PersonalizedPrompt, TreeBatch, additive_attention_mask,
-                            build_tree_tokens, collate_trees, tree_attention_mask)
-from .base import (CONFIG_NAME, WEIGHTS_NAME, SequentialRecommender, check_saved_graph,
-                   register_model)
+from ..data.views import relational_view, sample_relation_tails
+from ..nn.decoding import ListMemo, PrefixTrie, ranked_list_scores
+from ..nn.encoders.hf_t5 import T5LM
+from ..prompts.knowledge import (DEFAULT_TEMPLATES, FREEBASE_TYPE_WORDS, load_templates,
+                                 render_triples)
+from ..prompts.tokenizers import build_word_tokenizer, encode_texts, load_tokenizer, word_vocabulary
+from ..prompts.tree import (EVAL_TEMPLATE, TRAIN_TEMPLATES, PersonalizedPrompt, TreeBatch,
+                            collate_trees, layout_tree)
+from .base import SequentialRecommender, register_model
 
-__all__ = ["KP4SRConfig", "KP4SR", "build_word_tokenizer", "word_vocabulary", "item_token",
-           "SPECIAL_TOKENS"]
-
-log = logging.getLogger("kgseqgraph")
-
-#: Special tokens of the word-level tokenizer, with T5's ids: pad 0, eos 1, unk 2, sentinel 3.
-SPECIAL_TOKENS = ["<pad>", "</s>", "<unk>", "<extra_id_0>"]
-_PRETOKENIZE = r"<[^<>\s]+>|[a-z]\.[0-9a-z_]+|\w+|[^\w\s]"
-TOKENIZER_DIR = "tokenizer"
-
-
-def item_token(i: int) -> str:
-    """The vocabulary token of item ``i`` (graph item index)."""
-    return f"<item_{int(i)}>"
-
-
-def _require_transformers() -> Any:
-    try:
-        import transformers
-    except ImportError as err:  # pragma: no cover
-        raise ImportError("KP4SR needs the Hugging Face `transformers` package "
-                          "(pip install 'kgseqgraph[hf]')") from err
-    return transformers
-
-
-def word_vocabulary(texts: Iterable[str], min_frequency: int = 1,
-                    always: Sequence[str] = ()) -> list[str]:
-    """Vocabulary of a word-level tokenizer: :data:`SPECIAL_TOKENS`, then ``always`` (in order),
-    then every pre-token of ``texts`` seen at least ``min_frequency`` times (most frequent first,
-    ties alphabetical). Pre-tokens: ``<…>`` tokens, Freebase mids (``m.04t36``), words and single
-    punctuation marks, lower-cased."""
-    import re
-
-    pat = re.compile(_PRETOKENIZE)
-    counts: Counter[str] = Counter()
-    for t in texts:
-        counts.update(pat.findall(t.lower()))
-    vocab = list(SPECIAL_TOKENS)
-    seen = set(vocab)
-    for w in always:
-        w = w.lower()
-        if w not in seen:
-            vocab.append(w)
-            seen.add(w)
-    for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        if c >= min_frequency and w not in seen:
-            vocab.append(w)
-            seen.add(w)
-    return vocab
-
-
-def build_word_tokenizer(vocab: Sequence[str]) -> Any:
-    """A ``transformers.PreTrainedTokenizerFast`` over a ``tokenizers`` ``WordLevel`` model with
-    the given vocabulary (ids in list order; must start with :data:`SPECIAL_TOKENS`)."""
-    from tokenizers import Regex, Tokenizer, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-
-    tf = _require_transformers()
-    if list(vocab[:len(SPECIAL_TOKENS)]) != SPECIAL_TOKENS:
-        raise ValueError(f"vocab must start with {SPECIAL_TOKENS}")
-    if len(set(vocab)) != len(vocab):
-        raise ValueError("vocab lists a token twice")
-    tok = Tokenizer(WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.WhitespaceSplit(),
-        pre_tokenizers.Split(Regex(_PRETOKENIZE), behavior="isolated")])
-    return tf.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
-                                      unk_token="<unk>")
+__all__ = ["KP4SRConfig", "KP4SR"]
 
 
 @dataclass
 class KP4SRConfig:
-    """Configuration of :class:`KP4SR` (JSON round-trips through ``save_pretrained``).
+    """Configuration of :class:`KP4SR` (see the module docstring for the options).
 
-    Args:
-        num_items: catalogue size :math:`N`.
-        max_len: history items in the personalised prompt (most recent kept).
-        d_model, d_ff, num_layers, num_decoder_layers, num_heads, d_kv, dropout: sizes of a
-            randomly initialised T5 (ignored with ``pretrained``).
-        pretrained: Hugging Face name or folder of a T5 checkpoint (weights + tokenizer).
-        backbone_config: the T5 config as a dict; filled in when loading ``pretrained`` so a
-            saved model rebuilds its architecture without the checkpoint.
-        vocab: vocabulary of the word-level tokenizer; filled in at construction (so a saved
-            model rebuilds the same tokenizer).
-        min_word_frequency: words rarer than this in the prompts become ``<unk>``.
-        prompt_template, prompt_separator, mask_token: :class:`PersonalizedPrompt`.
-        user_names: ``"raw"`` puts the user's raw id for ``{user}``, ``"none"`` an empty string.
-        item_surface: how items appear in prompts: ``"token"`` (``<item_i>``) or ``"title"``.
-        target: ``"token"`` or ``"title"`` (see the module docstring).
-        item_softmax: ``"items"`` or ``"vocab"`` (``target="token"`` only).
-        templates: relation templates (``None``: the Freebase film + attribute defaults).
-        templates_path: JSON file of templates (e.g. KP4SR's ``relation2template.json``),
-            merged over ``templates``.
-        entity_names: ``raw entity id → name``; entity_names_path: a JSON file of the same.
-        prompts_per_item: knowledge prompt budget per item; two_hop: slots for 2-hop prompts.
-        knowledge_items: the most recent this many history items get knowledge children.
-        max_prompt_tokens: a knowledge prompt is cut to this many tokens.
-        max_tokens: length budget of the whole tree (prompts that do not fit are dropped,
-            oldest items first).
-        use_tree_mask: ``False`` lets every token see every token (ablation).
-        root_sees, knowledge_sees_root, sibling_prompts: :func:`~kgseqgraph.prompts.tree.
-            tree_attention_mask`.
-        train_target: ``"random"`` (each training window predicts the item after a random
-            prefix, drawn with the trainer's generator) or ``"last"``.
-        score_chunk: items scored per decoder pass for ``target="title"``.
+    Backbone sizes (``d_model`` … ``dropout``) build a random-init T5; ``pretrained`` names a
+    folder with a T5 checkpoint and its tokenizer instead. ``train_templates`` / ``eval_template``
+    override the personalised prompts (``None``: the library's wordings); ``templates_path`` and
+    ``entity_names_path`` are JSON files (relation → template, raw entity id → name).
     """
 
     num_items: int
-    max_len: int = 20
+    max_len: int = 5
     d_model: int = 64
     d_ff: int = 256
     num_layers: int = 2
-    num_decoder_layers: int = 1
+    num_decoder_layers: int = 2
     num_heads: int = 4
     d_kv: int = 16
     dropout: float = 0.1
     pretrained: str | None = None
-    backbone_config: dict[str, Any] | None = None
-    vocab: list[str] | None = None
-    min_word_frequency: int = 2
-    prompt_template: str = "User {user} has watched {history} and will watch {mask} next."
-    prompt_separator: str = ","
-    mask_token: str = "<extra_id_0>"
-    user_names: str = "raw"
-    item_surface: str = "token"
-    target: str = "token"
-    item_softmax: str = "items"
-    templates: dict[str, str] | None = None
+    attn_implementation: str | None = None
+    degree: int = 8
+    hops: int = 2
+    max_tokens: int = 512
     templates_path: str | None = None
-    entity_names: dict[str, str] | None = None
     entity_names_path: str | None = None
-    prompts_per_item: int = 3
-    two_hop: int = 0
-    knowledge_items: int = 5
-    max_prompt_tokens: int = 24
-    max_tokens: int = 192
-    use_tree_mask: bool = True
-    root_sees: str = "all"
-    knowledge_sees_root: str = "all"
-    sibling_prompts: bool = True
-    train_target: str = "random"
-    score_chunk: int = 64
+    min_word_frequency: int = 2
+    train_templates: tuple[str, ...] | None = None
+    eval_template: str | None = None
+    user_names: str = "raw"
+    tree_mask: bool = True
+    cross_mask: bool = False
+    item_tokens: str = "digits"
+    target_template: str = "<extra_id_0> {item} <extra_id_1>"
+    scorer: str = "beam"
+    num_beams: int = 20
+    length_penalty: float = 1.0
+    min_history: int = 1
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.num_items <= 0 or self.max_len < 1:
             raise ValueError("num_items must be positive and max_len >= 1")
-        choices = {"item_surface": ("token", "title"), "target": ("token", "title"),
-                   "item_softmax": ("items", "vocab"), "train_target": ("random", "last"),
-                   "user_names": ("raw", "none")}
-        for name, allowed in choices.items():
+        for name, allowed in {"item_tokens": ("digits", "single"), "user_names": ("raw", "none"),
+                              "scorer": ("beam", "classifier")}.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        PersonalizedPrompt(self.prompt_template, self.prompt_separator, self.mask_token)
-        tree_attention_mask(torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long),
-                            self.root_sees, self.knowledge_sees_root)
-        for name in ("prompts_per_item", "knowledge_items", "two_hop"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0")
+        if self.scorer == "classifier" and self.item_tokens != "single":
+            raise ValueError("scorer='classifier' needs item_tokens='single'")
+        if self.degree < 0 or self.hops < 0 or self.num_beams < 1:
+            raise ValueError("degree and hops must be >= 0 and num_beams >= 1")
+        if self.train_templates is not None:
+            self.train_templates = tuple(self.train_templates)
+        for t in (*(self.train_templates or ()), *([self.eval_template] if self.eval_template
+                                                    else [])):
+            PersonalizedPrompt(t)
 
 
 @register_model("kp4sr")
 class KP4SR(SequentialRecommender):
-    """KP4SR: knowledge tree + tree mask into a T5, next item as decoder target (see module
-    docstring). Construct with the collaborative KG: ``KP4SR(config, data=graph)``; reload with
-    ``KP4SR.from_pretrained(folder, data=graph)``."""
+    """KP4SR over the collaborative KG (module docstring): ``build_model("kp4sr",
+    split.train_graph, ...)`` or ``KP4SR(config, data=graph)``."""
 
     config_class = KP4SRConfig
     needs_graph = True
 
-    def __init__(self, config: KP4SRConfig, data: Any = None, tokenizer: Any = None,
-                 load_pretrained_weights: bool = True) -> None:
+    def __init__(self, config: KP4SRConfig, data: Any = None) -> None:
         super().__init__(config, data)
-        if data is None:
-            raise ValueError("KP4SR needs the collaborative KG: KP4SR(config, data=<HeteroData>)")
-        n = int(data["item"].num_nodes)
-        if n != config.num_items:
-            raise ValueError(f"config.num_items={config.num_items} but the graph has {n} items")
-        tf = _require_transformers()
-        self.prompt = PersonalizedPrompt(config.prompt_template, config.prompt_separator,
-                                         config.mask_token)
-        self._user_raw = ([str(u) for u in data["user"].raw_id] if "raw_id" in data["user"]
-                          else None)
-        # ---- knowledge prompts (text)
-        templates = dict(config.templates) if config.templates is not None else None
-        if config.templates_path:
-            templates = {**(templates or {}), **load_templates(config.templates_path)}
-        ent_names = dict(config.entity_names or {})
-        if config.entity_names_path:
-            ent_names.update(json.loads(Path(config.entity_names_path).read_text("utf-8")))
-        titles = EntityNames(data, ent_names).items
-        self.item_titles = titles
-        surfaces = ([item_token(i) for i in range(n)] if config.item_surface == "token"
-                    else titles)
-        self.knowledge: KnowledgePrompts = knowledge_prompts(
-            data, templates, entity_names=ent_names, item_names=surfaces,
-            max_per_item=config.prompts_per_item, two_hop=config.two_hop)
-        # ---- tokenizer
-        item_tokens = [item_token(i) for i in range(n)]
-        if tokenizer is None:
-            if config.pretrained:
-                tokenizer = tf.AutoTokenizer.from_pretrained(config.pretrained)
-            else:
-                if config.vocab is None:
-                    config.vocab = self._build_vocab(surfaces, item_tokens)
-                tokenizer = build_word_tokenizer(config.vocab)
-        missing = [t for t in item_tokens + [config.mask_token]
-                   if t not in tokenizer.get_vocab()]
-        if missing:
-            tokenizer.add_tokens(missing)
-        self.tokenizer = tokenizer
-        # ---- backbone
-        if config.backbone_config is not None:
-            bc = tf.T5Config.from_dict(dict(config.backbone_config))
-            self.t5 = tf.T5ForConditionalGeneration(bc)
-        elif config.pretrained:
-            if not load_pretrained_weights:
-                raise ValueError("load_pretrained_weights=False needs config.backbone_config")
-            self.t5 = tf.T5ForConditionalGeneration.from_pretrained(config.pretrained)
+        if data is None or int(data["item"].num_nodes) != config.num_items:
+            raise ValueError("KP4SR needs the collaborative KG it scores (data=<HeteroData>) with "
+                             f"config.num_items={config.num_items} items")
+        cfg, N = config, config.num_items
+        self.train_prompts = [PersonalizedPrompt(t) for t in cfg.train_templates or TRAIN_TEMPLATES]
+        self.eval_prompt = PersonalizedPrompt(cfg.eval_template or EVAL_TEMPLATE)
+        self.user_names = ([str(u) for u in data["user"].raw_id] if "raw_id" in data["user"]
+                           else [str(u) for u in range(int(data["user"].num_nodes))])
+        digits = cfg.item_tokens == "digits"
+        self.item_names = [str(i + 1) if digits else f"<item_{i}>" for i in range(N)]
+        templates = {**DEFAULT_TEMPLATES, **(load_templates(cfg.templates_path)
+                                             if cfg.templates_path else {})}
+        names = (json.loads(Path(cfg.entity_names_path).read_text("utf-8"))
+                 if cfg.entity_names_path else None)
+        self.graph = relational_view(data, ("item", "entity"), include_reverse=False)
+        sentences = render_triples(data, self.graph, templates, item_names=self.item_names,
+                                   entity_names=names)
+        targets = [cfg.target_template.replace("{item}", n) for n in self.item_names]
+        if cfg.pretrained:
+            self.tokenizer = load_tokenizer(cfg.pretrained)
         else:
-            bc = tf.T5Config(vocab_size=len(tokenizer), d_model=config.d_model, d_ff=config.d_ff,
-                             num_layers=config.num_layers,
-                             num_decoder_layers=config.num_decoder_layers,
-                             num_heads=config.num_heads, d_kv=config.d_kv,
-                             dropout_rate=config.dropout, pad_token_id=tokenizer.pad_token_id,
-                             eos_token_id=tokenizer.eos_token_id,
-                             decoder_start_token_id=tokenizer.pad_token_id)
-            self.t5 = tf.T5ForConditionalGeneration(bc)
-        if self.t5.config.vocab_size < len(tokenizer):
-            self.t5.resize_token_embeddings(len(tokenizer))
-        for key, value in (("decoder_start_token_id", tokenizer.pad_token_id),
-                           ("pad_token_id", tokenizer.pad_token_id),
-                           ("eos_token_id", tokenizer.eos_token_id)):
-            if getattr(self.t5.config, key, None) is None:
-                setattr(self.t5.config, key, value)
-            if getattr(self.t5.generation_config, key, None) is None:
-                setattr(self.t5.generation_config, key, getattr(self.t5.config, key))
-        if config.pretrained and config.backbone_config is None:
-            config.backbone_config = self.t5.config.to_dict()
-        # ---- token caches
-        ids = tokenizer.convert_tokens_to_ids(item_tokens)
-        self.register_buffer("item_token_ids", torch.tensor(ids, dtype=torch.long),
-                             persistent=False)
-        self.pad_id = int(tokenizer.pad_token_id)
-        self.eos_id = int(tokenizer.eos_token_id)
-        self._surface_ids = self._encode_texts(surfaces)
-        self._sep_ids = self._encode_texts([config.prompt_separator])[0] \
-            if config.prompt_separator else []
-        know_ids = self._encode_texts(self.knowledge.texts)
-        ptr = self.knowledge.ptr.tolist()
-        self._prompt_ids = [[p[:config.max_prompt_tokens] for p in know_ids[ptr[i]:ptr[i + 1]]]
-                            for i in range(n)]
-        self._root_cache: dict[str, tuple[list[int], list[int]]] = {}
-        self._targets: list[list[int]] | None = None
-        if config.target == "title":
-            self._targets = [t + [self.eos_id] for t in self._encode_texts(titles)]
-        self.last_dropped_prompts = 0
+            roots = [" , ".join(p.parts(u)) for p in (*self.train_prompts, self.eval_prompt)
+                     for u in (self.user_names if cfg.user_names == "raw" else [""])]
+            always = ["<extra_id_0>", "<extra_id_1>", ","] + (
+                [str(d) for d in range(10)] if digits else self.item_names)
+            fixed = roots + [" ".join(w) for w in FREEBASE_TYPE_WORDS.values()] + [
+                t.replace("[X]", " ").replace("[Y]", " ") for t in templates.values()]
+            always += word_vocabulary(fixed, split_digits=digits)[3:]   # every template word
+            vocab = word_vocabulary(sentences + targets, cfg.min_word_frequency, always,
+                                    split_digits=digits)
+            self.tokenizer = build_word_tokenizer(vocab, split_digits=digits)
+        self.pad_id, self.eos_id = int(self.tokenizer.pad_token_id), int(self.tokenizer.eos_token_id)
+        self._sentences = encode_texts(self.tokenizer, sentences)
+        self._items = encode_texts(self.tokenizer, self.item_names)
+        self._sep = encode_texts(self.tokenizer, [","])[0]
+        self._targets = [t + [self.eos_id] for t in encode_texts(self.tokenizer, targets)]
+        self._roots: dict[tuple[int, str], tuple[list[int], list[int]]] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.t5 = (T5LM.from_pretrained(cfg.pretrained, len(self.tokenizer)) if cfg.pretrained
+                       else T5LM.from_config(len(self.tokenizer), cfg.d_model, cfg.d_ff,
+                                             cfg.num_layers, cfg.num_decoder_layers,
+                                             cfg.num_heads, cfg.d_kv, cfg.dropout, self.pad_id,
+                                             self.eos_id, cfg.attn_implementation))
+        self.trie = PrefixTrie(self._targets, self.t5.vocab_size)
+        self._memo = ListMemo()
+        self.register_load_state_dict_post_hook(lambda m, _: m._memo.clear())
+        if cfg.scorer == "classifier":
+            ids = [t[0] for t in self._items]
+            self.register_buffer("item_token_ids", torch.tensor(ids), persistent=False)
 
-    # ------------------------------------------------------------------ tokens
-    def _build_vocab(self, surfaces: list[str], item_tokens: list[str]) -> list[str]:
+    # ------------------------------------------------------------------ trees
+    def _root(self, prompt: int, user: str) -> tuple[list[int], list[int]]:
+        key = (prompt, user)
+        if key not in self._roots:
+            p = self.train_prompts[prompt] if prompt >= 0 else self.eval_prompt
+            self._roots[key] = tuple(encode_texts(self.tokenizer, list(p.parts(user))))
+        return self._roots[key]
+
+    def trees(self, history: Sequences, generator: torch.Generator | None = None) -> TreeBatch:
+        """The knowledge trees of ``history`` (last ``max_len`` items each): a random template
+        and freshly sampled knowledge with ``generator`` (training), else the evaluation template
+        and the first relations and tails."""
         cfg = self.config
-        users = self._user_raw or []
-        always = item_tokens[:]
-        root_words = []
-        for u in (users if cfg.user_names == "raw" else [""]):
-            before, after = self.prompt.parts(u if cfg.user_names == "raw" else "")
-            root_words.append(f"{before} {cfg.prompt_separator} {after}")
-        always += word_vocabulary(root_words, 1)[len(SPECIAL_TOKENS):]
-        texts = list(self.knowledge.texts)
-        if cfg.item_surface == "title" or cfg.target == "title":
-            always += word_vocabulary(self.item_titles, 1)[len(SPECIAL_TOKENS):]
-        return word_vocabulary(texts, cfg.min_word_frequency, always)
+        hists = [h[-cfg.max_len:].tolist() for h in history.to_list()]
+        # knowledge of every history item of the batch at once, hop by hop (breadth first)
+        count = [len(h) for h in hists]                 # node ids used so far (items: 1..J)
+        heads = torch.tensor([i for h in hists for i in h], dtype=torch.long)
+        example = torch.repeat_interleave(torch.arange(len(hists)), torch.tensor(count))
+        parent = torch.tensor([j + 1 for h in hists for j in range(len(h))], dtype=torch.long)
+        prompts_of: list[list[tuple[int, int]]] = [[] for _ in hists]   # (parent node, edge)
+        for _ in range(cfg.hops if cfg.degree else 0):
+            edges = sample_relation_tails(self.graph, heads, cfg.degree, generator)
+            rows, slots = torch.nonzero(edges >= 0, as_tuple=True)
+            e = edges[rows, slots]
+            example, nodes = example[rows], []
+            for b, par, ed in zip(example.tolist(), parent[rows].tolist(), e.tolist()):
+                prompts_of[b].append((par, ed))
+                count[b] += 1
+                nodes.append(count[b])
+            heads, parent = self.graph.tail[e], torch.tensor(nodes, dtype=torch.long)
+        trees = []
+        n_prompts = len(self.train_prompts)
+        for b, (h, u) in enumerate(zip(hists, history.users.tolist())):
+            p = int(torch.randint(n_prompts, (1,), generator=generator)) if generator else -1
+            user = self.user_names[u] if cfg.user_names == "raw" and 0 <= u < len(
+                self.user_names) else ""
+            before, after = self._root(p, user)
+            ids, anchors = list(before), []
+            for j, item in enumerate(h):
+                if j:
+                    ids += self._sep
+                anchors.append(list(range(len(ids), len(ids) + len(self._items[item]))))
+                ids += self._items[item]
+            ids += after
+            prompts = [(par, self._sentences[e]) for par, e in prompts_of[b]]
+            trees.append(layout_tree(ids, anchors, prompts, cfg.max_tokens))
+        return collate_trees(trees, self.pad_id)
 
-    def _encode_texts(self, texts: Sequence[str]) -> list[list[int]]:
-        if not len(texts):
-            return []
-        return [list(x) for x in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    def encode_batch(self, history: Sequences, generator: torch.Generator | None = None
+                     ) -> dict[str, Tensor]:
+        t = self.trees(history, generator)
+        return {"input_ids": t.input_ids, "node": t.node, "parent": t.parent,
+                "in_root": t.in_root, "padding_mask": t.padding_mask}
 
-    def _root_parts(self, user: int) -> tuple[list[int], list[int]]:
-        name = ""
-        if self.config.user_names == "raw":
-            name = (self._user_raw[user] if self._user_raw is not None
-                    and 0 <= user < len(self._user_raw) else str(user))
-        if name not in self._root_cache:
-            before, after = self.prompt.parts(name)
-            b, a = self._encode_texts([before, after])
-            self._root_cache[name] = (b, a + [self.eos_id])
-        return self._root_cache[name]
-
-    def tree_tokens(self, history: Sequence[int], user: int = -1):
-        """Token layout of one user's knowledge tree (:class:`~kgseqgraph.prompts.tree.TreeTokens`)
-        for ``history`` (item ids, oldest first; the last ``max_len`` are used)."""
-        cfg = self.config
-        hist = [int(i) for i in history][-cfg.max_len:]
-        before, after = self._root_parts(user)
-        ids, anchor = list(before), [-1] * len(before)
-        for j, it in enumerate(hist):
-            if j and self._sep_ids:
-                ids += self._sep_ids
-                anchor += [-1] * len(self._sep_ids)
-            ids += self._surface_ids[it]
-            anchor += [j] * len(self._surface_ids[it])
-        ids += after
-        anchor += [-1] * len(after)
-        children, seen = [], set()
-        for j in range(len(hist) - 1, -1, -1):
-            if len(children) >= cfg.knowledge_items:
-                break
-            if hist[j] in seen:
-                continue  # an item repeated in the history keeps its knowledge at its latest place
-            seen.add(hist[j])
-            children.append((j, self._prompt_ids[hist[j]]))
-        return build_tree_tokens(ids, anchor, children, cfg.max_tokens)
-
-    def knowledge_tree_text(self, history: Sequence[int], user: int = -1):
-        """The :class:`~kgseqgraph.prompts.tree.KnowledgeTree` of ``history`` as text."""
-        from ..prompts.tree import KnowledgeTree
-
-        cfg = self.config
-        hist = [int(i) for i in history][-cfg.max_len:]
-        name = ""
-        if (cfg.user_names == "raw" and self._user_raw is not None
-                and 0 <= user < len(self._user_raw)):
-            name = self._user_raw[user]
-        surf = [item_token(i) if cfg.item_surface == "token" else self.item_titles[i]
-                for i in hist]
-        children = [(f"{surf[j]} ({self.item_titles[hist[j]]})", self.knowledge[hist[j]])
-                    for j in range(len(hist) - 1, max(len(hist) - 1 - cfg.knowledge_items, -1), -1)]
-        return KnowledgeTree(self.prompt.render(surf, name), children)
-
-    def encode_batch(self, sequences: Sequences) -> dict[str, Tensor]:
-        """Tokenised knowledge trees of ``sequences``: ``input_ids``, ``padding_mask`` ``[B, T]``
-        and the ``[B, T, T]`` ``attention_mask`` (tree mask, or padding only when
-        ``use_tree_mask=False``)."""
-        cfg = self.config
-        users = sequences.users.tolist()
-        trees = [self.tree_tokens(s.tolist(), u) for s, u in zip(sequences.to_list(), users)]
-        batch: TreeBatch = collate_trees(trees, self.pad_id)
-        self.last_dropped_prompts = batch.dropped
-        if cfg.use_tree_mask:
-            mask = batch.attention_mask(cfg.root_sees, cfg.knowledge_sees_root,
-                                        cfg.sibling_prompts)
-        else:
-            seg = batch.segment_ids.clamp(max=0)  # every real token is "root": full attention
-            mask = tree_attention_mask(seg, batch.item_ids)
-        return {"input_ids": batch.input_ids, "padding_mask": batch.padding_mask,
-                "attention_mask": mask}
-
-    # ------------------------------------------------------------------ network
-    def encode(self, batch: dict[str, Tensor]) -> Tensor:
-        """Encoder states ``[B, T, D]`` under the tree mask."""
-        bias = additive_attention_mask(batch["attention_mask"], self.t5.dtype)
-        return self.t5.encoder(input_ids=batch["input_ids"], attention_mask=bias).last_hidden_state
-
-    def _decode(self, enc: Tensor, padding_mask: Tensor, decoder_input_ids: Tensor) -> Tensor:
-        from transformers.modeling_outputs import BaseModelOutput
-
-        out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=enc),
-                      attention_mask=padding_mask.long(), decoder_input_ids=decoder_input_ids)
-        return out.logits
-
-    def _first_step_logits(self, batch: dict[str, Tensor]) -> Tensor:
-        enc = self.encode(batch)
-        start = torch.full((enc.size(0), 1), int(self.t5.config.decoder_start_token_id),
-                           dtype=torch.long, device=enc.device)
-        return self._decode(enc, batch["padding_mask"], start)[:, 0]
-
-    def _item_log_probs(self, logits: Tensor) -> Tensor:
-        if self.config.item_softmax == "vocab":
-            return F.log_softmax(logits.float(), -1)[:, self.item_token_ids]
-        return F.log_softmax(logits[:, self.item_token_ids].float(), -1)
-
-    def _title_labels(self, targets: Tensor) -> Tensor:
-        seqs = [self._targets[int(t)] for t in targets.tolist()]
-        L = max(len(s) for s in seqs)
-        labels = torch.full((len(seqs), L), -100, dtype=torch.long)
-        for b, s in enumerate(seqs):
-            labels[b, :len(s)] = torch.tensor(s)
-        return labels
+    def _encode(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        tree = TreeBatch(batch["input_ids"], batch["node"], batch["parent"], batch["in_root"],
+                         batch["padding_mask"])
+        enc = self.t5.encode(tree.input_ids, tree.attention_mask(self.config.tree_mask))
+        return enc, tree.cross_mask(self.config.cross_mask)
 
     # ------------------------------------------------------------------ training
     def training_batch(self, sequences: Sequences, generator: torch.Generator) -> dict[str, Tensor]:
-        """Trees of a prefix of each window and the item that follows it (``train_target``)."""
-        lengths = sequences.lengths
-        if (lengths < 2).any():
-            raise ValueError("every training window needs at least 2 items")
-        if self.config.train_target == "random":
-            cut = 1 + (torch.rand(len(lengths), generator=generator) * (lengths - 1)).long()
-            cut = torch.minimum(cut, lengths - 1)
-        else:
-            cut = lengths - 1
-        targets = sequences.item_at(cut)
-        batch = self.encode_batch(sequences.truncate(cut))
-        batch["targets"] = targets
-        if self.config.target == "title":
-            batch["labels"] = self._title_labels(targets)
-        return batch
+        history, targets = random_cut(sequences, generator, self.config.min_history)
+        batch = self.encode_batch(history, generator)
+        rows = [self._targets[int(t)] for t in targets]
+        labels = torch.full((len(rows), max(map(len, rows))), IGNORE_INDEX, dtype=torch.long)
+        for b, r in enumerate(rows):
+            labels[b, : len(r)] = torch.tensor(r)
+        return {**batch, "labels": labels, "targets": targets}
 
     def loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        if self.config.target == "title":
-            from transformers.modeling_outputs import BaseModelOutput
-
-            enc = self.encode(batch)
-            out = self.t5(encoder_outputs=BaseModelOutput(last_hidden_state=enc),
-                          attention_mask=batch["padding_mask"].long(), labels=batch["labels"])
-            return {"loss": out.loss, "rec_loss": out.loss.detach()}
-        logits = self._first_step_logits(batch)
-        if self.config.item_softmax == "vocab":
-            loss = F.cross_entropy(logits.float(), self.item_token_ids[batch["targets"]])
+        enc, cross = self._encode(batch)
+        if self.config.scorer == "classifier":
+            logits = self._first_step(enc, cross)[:, self.item_token_ids]
+            loss = F.cross_entropy(logits.float(), batch["targets"])
         else:
-            loss = F.cross_entropy(logits[:, self.item_token_ids].float(), batch["targets"])
+            loss = self.t5.sequence_nll(enc, cross, batch["labels"]).mean()
         return {"loss": loss, "rec_loss": loss.detach()}
 
+    def _first_step(self, enc: Tensor, cross: Tensor) -> Tensor:
+        start = torch.full((enc.size(0), 1), self.t5.start_id, dtype=torch.long,
+                           device=enc.device)
+        return self.t5.decode(enc, cross, start)[:, 0]
+
     # ------------------------------------------------------------------ inference
-    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        dev = self.item_token_ids.device
-        return {k: v.to(dev) for k, v in batch.items()}
-
-    def score(self, sequences: Sequences) -> Tensor:
-        """Log-likelihood of every catalogue item as the next item, ``[B, N]``."""
-        batch = self._to_device(self.encode_batch(sequences))
-        if self.config.target == "token":
-            return self._item_log_probs(self._first_step_logits(batch))
-        return self._title_scores(batch)
-
-    def _title_scores(self, batch: dict[str, Tensor]) -> Tensor:
-        enc = self.encode(batch)
-        B, dev = enc.size(0), enc.device
-        out = torch.empty(B, self.num_items, device=dev)
-        start = int(self.t5.config.decoder_start_token_id)
-        for lo in range(0, self.num_items, self.config.score_chunk):
-            items = torch.arange(lo, min(lo + self.config.score_chunk, self.num_items))
-            labels = self._title_labels(items).to(dev)              # [C, L]
-            C, L = labels.shape
-            dec_in = torch.cat([torch.full((C, 1), start, device=dev, dtype=torch.long),
-                                labels[:, :-1].clamp(min=0)], 1)
-            e = enc[:, None].expand(B, C, *enc.shape[1:]).reshape(B * C, *enc.shape[1:])
-            pm = batch["padding_mask"][:, None].expand(B, C, -1).reshape(B * C, -1)
-            logp = F.log_softmax(self._decode(e, pm, dec_in.repeat(B, 1)).float(), -1)
-            lab = labels.repeat(B, 1)
-            tok = logp.gather(-1, lab.clamp(min=0)[..., None])[..., 0] * (lab >= 0)
-            out[:, lo:lo + C] = tok.sum(-1).view(B, C)
-        return out
-
-    def _item_sequences(self) -> list[list[int]]:
-        if self.config.target == "title":
-            return self._targets
-        return [[int(t), self.eos_id] for t in self.item_token_ids.tolist()]
+    def _device_batch(self, sequences: Sequences) -> dict[str, Tensor]:
+        dev = self.t5.model.get_input_embeddings().weight.device
+        return {k: v.to(dev) for k, v in self.encode_batch(sequences).items()}
 
     @torch.no_grad()
-    def generate_items(self, sequences: Sequences | list[list[int]], k: int = 10,
-                       num_beams: int | None = None) -> Tensor:
-        """Constrained beam search: top-``k`` generated items ``[B, k]`` (``-1`` where fewer
-        than ``k`` valid sequences were found). Only prefixes of valid item token sequences can
-        be generated (``prefix_allowed_tokens_fn`` over a trie)."""
-        from transformers.modeling_outputs import BaseModelOutput
+    def generate_items(self, sequences: Sequences, num_beams: int | None = None) -> Tensor:
+        """Constrained beam search: ``[B, K]`` generated items, best first (``-1``: none)."""
+        K = num_beams or self.config.num_beams
+        enc, cross = self._encode(self._device_batch(sequences))
+        res = self.t5.beam_search(enc, cross, K, self.trie.max_length, [self.eos_id],
+                                  self.trie.allowed, K, self.config.length_penalty)
+        out = torch.full((len(sequences), K), -1, dtype=torch.long)
+        for b in range(len(sequences)):
+            for r, seq in enumerate(res.sequences(b)):
+                out[b, r] = self.trie.lookup(seq)
+        return out
 
-        if not isinstance(sequences, Sequences):
-            sequences = Sequences.from_lists(sequences, self.num_items)
-        num_beams = max(num_beams or k, k)
-        seqs = self._item_sequences()
-        trie: dict[tuple[int, ...], set[int]] = {}
-        lookup: dict[tuple[int, ...], int] = {}
-        for i, s in enumerate(seqs):
-            for t in range(len(s)):
-                trie.setdefault(tuple(s[:t]), set()).add(s[t])
-            lookup.setdefault(tuple(s), i)
-        allowed = {p: sorted(v) for p, v in trie.items()}
-        pad = [self.pad_id]
+    def score(self, sequences: Sequences) -> Tensor:
+        """``[B, N]``: beam rank of the generated items, ``-inf`` elsewhere (``scorer="beam"``),
+        or item-token log-probabilities (``"classifier"``)."""
+        if self.config.scorer == "beam":
+            gen = lambda: self.generate_items(sequences)  # noqa: E731
+            lists = gen() if self.training else self._memo(
+                (sequences.ptr, sequences.items, sequences.users), gen)
+            return ranked_list_scores(lists, self.num_items)
+        enc, cross = self._encode(self._device_batch(sequences))
+        return F.log_softmax(self._first_step(enc, cross)[:, self.item_token_ids].float(), -1)
 
-        def prefix_fn(_: int, ids: Tensor) -> list[int]:
-            return allowed.get(tuple(ids[1:].tolist()), pad)
+    def train(self, mode: bool = True) -> KP4SR:
+        self._memo.clear()   # the Evaluator's eval() starts a fresh memo of beam lists
+        return super().train(mode)
 
-        was = self.training
-        self.eval()
-        batch = self._to_device(self.encode_batch(sequences))
-        enc = self.encode(batch)
-        out = self.t5.generate(encoder_outputs=BaseModelOutput(last_hidden_state=enc),
-                               attention_mask=batch["padding_mask"].long(), num_beams=num_beams,
-                               num_return_sequences=k, do_sample=False,
-                               max_new_tokens=max(len(s) for s in seqs),
-                               prefix_allowed_tokens_fn=prefix_fn)
-        self.train(was)
-        res = torch.full((len(sequences), k), -1, dtype=torch.long)
-        for r, row in enumerate(out.tolist()):
-            toks = [t for t in row[1:] if t != self.pad_id]
-            res[r // k, r % k] = lookup.get(tuple(toks), -1)
-        return res
+    def extra_repr(self) -> str:
+        c = self.config
+        return (f"num_items={c.num_items}, hops={c.hops}, degree={c.degree}, "
+                f"tree_mask={c.tree_mask}, cross_mask={c.cross_mask}, scorer={c.scorer!r}")
 
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Config JSON + safetensors (tied T5 embeddings de-duplicated by the base class) and,
-        with a pretrained tokenizer, the tokenizer in ``tokenizer/``."""
-        directory = super().save_pretrained(directory)
-        if self.config.pretrained:
-            self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-        return directory
-
-    @classmethod
-    def from_pretrained(cls, directory: str | os.PathLike, data: Any = None,
-                        map_location: str | torch.device = "cpu",
-                        check_graph: bool = True) -> KP4SR:
-        """Rebuild a model saved by :meth:`save_pretrained` (``data``: the same graph; checked
-        against the saved fingerprint unless ``check_graph=False``)."""
-        from safetensors.torch import load_model
-
-        tf = _require_transformers()
-        directory = Path(directory)
-        meta = json.loads((directory / CONFIG_NAME).read_text())
-        if meta.get("model") != cls.model_name:
-            return SequentialRecommender.from_pretrained(directory, data, map_location,
-                                                         check_graph)
-        config = cls.config_class(**meta["config"])
-        tok = None
-        if (directory / TOKENIZER_DIR).is_dir():
-            tok = tf.AutoTokenizer.from_pretrained(str(directory / TOKENIZER_DIR))
-        model = cls(config, data=data, tokenizer=tok, load_pretrained_weights=False)
-        if check_graph:
-            check_saved_graph(directory, meta, model)
-        load_model(model, str(directory / WEIGHTS_NAME), strict=True, device=str(map_location))
-        return model.to(map_location)

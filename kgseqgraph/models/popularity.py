@@ -1,6 +1,7 @@
 """The most-popular baseline: every user gets the catalogue ranked by training popularity."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +32,14 @@ class Popularity(SequentialRecommender):
 
     def fit(self, train: Sequences) -> Popularity:
         self.counts.copy_(torch.bincount(train.items, minlength=self.num_items).to(self.counts))
+        return self
+
+    def add_items(self, data, *, generator=None) -> Popularity:
+        """New items (a graph with items appended, or the new catalogue size) get count 0: the
+        baseline has nothing to rank them by (with pessimistic ties they rank last)."""
+        m = self._new_item_count(data)
+        self.counts = torch.cat([self.counts, self.counts.new_zeros(m)])
+        self.config = dataclasses.replace(self.config, num_items=self.num_items + m)
         return self
 
     def score(self, sequences: Sequences) -> Tensor:

@@ -243,6 +243,47 @@ class SequentialModel(SequentialRecommender):
         scores = self.sequence_representation(sequences, tables.input) @ tables.output.t()
         return scores if self.head is None else scores + self.head.output_bias
 
+    # ------------------------------------------------------------------ new items
+    @torch.no_grad()
+    def add_items(self, data: Any, *, generator: torch.Generator | None = None,
+                  **options: Any) -> SequentialModel:
+        """Extend the trained model by the items ``data`` appends (see
+        :meth:`SequentialRecommender.add_items`): the item embedder's rows
+        (:meth:`extend_item_embedder`), the prediction head's output biases (0: no popularity
+        information) and ``config.num_items`` (padding and ``[mask]`` ids move up with it).
+        Existing items score exactly as before. ``options`` go to the embedder's
+        ``add_items`` (e.g. ``init="transr"`` for the KG item embedders)."""
+        m = self._new_item_count(data)
+        self.extend_item_embedder(data, m, generator, **options)
+        if self.head is not None:
+            self.head.add_items(m)
+        self.config = dataclasses.replace(self.config, num_items=self.num_items + m)
+        if self.needs_graph and hasattr(data, "node_types"):
+            from ..data.fingerprint import graph_fingerprint
+
+            self.graph_fingerprint = graph_fingerprint(data,
+                                                       self.fingerprint_node_types(self.config))
+        self._table_cache = None
+        return self
+
+    def extend_item_embedder(self, data: Any, count: int,
+                             generator: torch.Generator | None, **options: Any) -> None:
+        """Add ``count`` rows to the item embedder. An ID table gets rows drawn as at
+        initialisation (untrained: noise, no information about the item); embedders with an
+        ``add_items(data)`` of their own (graph, features) are handed the graph."""
+        embedder = self.item_embedder
+        if isinstance(embedder, IDEmbedder):
+            if options:
+                raise TypeError(f"unexpected add_items options {sorted(options)} for an ID model")
+            embedder.add_items(count, init="normal", generator=generator)
+        elif hasattr(embedder, "add_items"):
+            if not hasattr(data, "node_types"):
+                raise ValueError(f"{type(self).__name__} scores new items from the graph: pass "
+                                 "the graph with the new items appended, not a count")
+            embedder.add_items(data, **options)
+        else:
+            raise NotImplementedError(f"{type(embedder).__name__} cannot add items")
+
     # ------------------------------------------------------------------ serving
     @property
     def serving_window(self) -> int:

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["PredictionHead"]
+__all__ = ["PredictionHead", "CosineHead"]
 
 
 class PredictionHead(nn.Module):
@@ -34,6 +34,14 @@ class PredictionHead(nn.Module):
         self.norm.reset_parameters()
         nn.init.zeros_(self.output_bias)
 
+    @torch.no_grad()
+    def add_items(self, count: int) -> None:
+        """Append ``count`` output biases of 0 — the value every bias starts from, and close to
+        the mean of the trained ones (the softmax gradient of a bias sums to zero over the
+        catalogue): no popularity information for items never trained on."""
+        b = self.output_bias
+        self.output_bias = nn.Parameter(torch.cat([b, b.new_zeros(count)]))
+
     def forward(self, hidden: Tensor) -> Tensor:
         r""":math:`\mathbf{h}'` for encoder outputs ``[..., D]``."""
         return self.norm(F.gelu(self.transform(hidden)))
@@ -43,3 +51,20 @@ class PredictionHead(nn.Module):
         """``([h, 1], [T, b])``: their product is ``h @ T.t() + b``."""
         ones = hidden.new_ones(hidden.shape[:-1] + (1,))
         return torch.cat([hidden, ones], -1), torch.cat([weight, bias.unsqueeze(1)], 1)
+
+
+class CosineHead(nn.Module):
+    r"""Scaled cosine scores between projected user states and projected item representations,
+    :math:`s_{b,i} = \cos(\mathbf{W}_u \mathbf{h}_b + \mathbf{b}_u,\ \mathbf{W}_t \mathbf{t}_i +
+    \mathbf{b}_t) / \tau` (LANCER's labelled ``scorer="cosine"`` option)."""
+
+    def __init__(self, dim: int, temperature: float = 0.05) -> None:
+        super().__init__()
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.user, self.item, self.temperature = nn.Linear(dim, dim), nn.Linear(dim, dim), temperature
+
+    def forward(self, users: Tensor, items: Tensor) -> Tensor:
+        """``[B, D]`` × ``[N, D]`` → ``[B, N]``."""
+        u = F.normalize(self.user(users), dim=-1)
+        return u @ F.normalize(self.item(items), dim=-1).t() / self.temperature

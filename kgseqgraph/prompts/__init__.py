@@ -1,16 +1,17 @@
-"""Prompts built from the collaborative KG: KP4SR knowledge prompts, the knowledge tree and its
-tree attention mask (and LANCER's prompt modules, in :mod:`kgseqgraph.prompts.lancer`, imported
-on first use)."""
+"""Text of the text-based recommenders: tokenizers, KP4SR's knowledge prompts and knowledge tree,
+LANCER's inputs. Tensor layers (prefix keys/values, tree masks, decoding) live in
+:mod:`kgseqgraph.nn`."""
 from __future__ import annotations
-
-from typing import Any
 
 from .knowledge import (ATTRIBUTE_TEMPLATES, DEFAULT_TEMPLATES, FREEBASE_FILM_TEMPLATES,
                         FREEBASE_INVERSES, FREEBASE_TYPE_WORDS, EntityNames, KnowledgePrompts,
                         fallback_template, knowledge_prompts, load_templates, render_template,
-                        resolve_templates, validate_template)
-from .tree import (KnowledgeTree, PersonalizedPrompt, TreeBatch, TreeTokens,
-                   additive_attention_mask, build_tree_tokens, collate_trees, tree_attention_mask)
+                        render_triples, resolve_templates, validate_template)
+from .lancer import LancerTexts, TextBatch, item_texts, left_pack
+from .tokenizers import (SPECIAL_TOKENS, build_word_tokenizer, encode_texts, load_tokenizer,
+                         token_table, word_vocabulary)
+from .tree import (EVAL_TEMPLATE, TRAIN_TEMPLATES, PersonalizedPrompt, TreeBatch, TreeTokens,
+                   collate_trees, layout_tree, render_tree)
 
 __all__ = [
     # knowledge prompts
@@ -22,29 +23,31 @@ __all__ = [
     "load_templates",
     "validate_template",
     "render_template",
+    "render_triples",
     "fallback_template",
     "resolve_templates",
     "EntityNames",
     "KnowledgePrompts",
     "knowledge_prompts",
     # knowledge tree
+    "TRAIN_TEMPLATES",
+    "EVAL_TEMPLATE",
     "PersonalizedPrompt",
-    "KnowledgeTree",
     "TreeTokens",
     "TreeBatch",
-    "build_tree_tokens",
+    "layout_tree",
     "collate_trees",
-    "tree_attention_mask",
-    "additive_attention_mask",
+    "render_tree",
+    # tokenizers
+    "SPECIAL_TOKENS",
+    "word_vocabulary",
+    "build_word_tokenizer",
+    "load_tokenizer",
+    "encode_texts",
+    "token_table",
+    # LANCER
+    "LancerTexts",
+    "TextBatch",
+    "left_pack",
+    "item_texts",
 ]
-
-_LAZY = {"lancer"}
-
-
-def __getattr__(name: str) -> Any:
-    # LANCER's module is written separately and needs optional dependencies: import on demand.
-    if name in _LAZY:
-        import importlib
-
-        return importlib.import_module(f".{name}", __name__)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,6 +8,11 @@ tail). A triple :math:`(h, r, t)` becomes
     \mathrm{prompt}(h, r, t) = \mathrm{template}_r\big[\,[X] \mapsto \mathrm{name}(h),\;
         [Y] \mapsto \mathrm{name}(t)\,\big].
 
+KP4SR renders every triple of a relational view once (:func:`render_triples`) and samples which
+ones enter each example's knowledge tree (:func:`~kgseqgraph.data.sample_relation_tails`).
+:func:`knowledge_prompts` is a static alternative: a fixed budget of prompts per item, chosen as
+follows.
+
 The knowledge prompts of an item :math:`i` are the renderings of its 1-hop triples (the item as
 head *or* tail of the original triple — the graph's ``rev_*`` edges are read back into the
 original direction, so one template per relation suffices), optionally followed by 2-hop triples
@@ -55,6 +60,7 @@ __all__ = [
     "EntityNames",
     "KnowledgePrompts",
     "knowledge_prompts",
+    "render_triples",
 ]
 
 log = logging.getLogger("kgseqgraph")
@@ -376,87 +382,18 @@ def knowledge_prompts(
         raise ValueError("max_per_item and two_hop must be >= 0")
     rel_names: dict[str, str] = dict(getattr(data, "relation_names", {}) or {})
     tmpl, without = resolve_templates(rel_names, templates, missing_template)
-    if relations is not None:
-        wanted = set(relations)
-        unknown = wanted - set(rel_names) - set(rel_names.values())
-        if unknown:
-            raise ValueError(f"relations {sorted(unknown)} are not in the graph; known: "
-                             f"{sorted(rel_names.values())}")
-        tmpl = {k: v for k, v in tmpl.items() if k in wanted or rel_names[k] in wanted}
-    inverses = FREEBASE_INVERSES if inverses is None else inverses
-    given = list((DEFAULT_TEMPLATES if templates is None else templates).keys())
-    rank_of: dict[str, int] = {}
-    for k in tmpl:
-        orig = rel_names[k]
-        rank_of[k] = given.index(orig) if orig in given else (given.index(k) if k in given
-                                                              else len(given))
-    keys = sorted(tmpl, key=lambda k: (rank_of[k], rel_names[k]))
+    keys, tmpl = _relation_order(rel_names, tmpl, templates, relations)
     rel_id = {k: r for r, k in enumerate(keys)}
     names = names or EntityNames(data, entity_names, item_names)
     n_items = int(data["item"].num_nodes)
 
-    # one row per (item, relation, other node), original direction remembered
-    cols = {"item": [], "rel": [], "other_item": [], "other": [], "item_head": []}
-    for key, _, other_t, it, ot, is_head in _item_edges(data, lambda k: k in rel_id):
-        cols["item"].append(it)
-        cols["rel"].append(np.full(len(it), rel_id[key]))
-        cols["other_item"].append(np.full(len(it), other_t == "item"))
-        cols["other"].append(ot)
-        cols["item_head"].append(np.full(len(it), is_head))
-    if cols["item"]:
-        item = np.concatenate(cols["item"]).astype(np.int64)
-        rel = np.concatenate(cols["rel"]).astype(np.int64)
-        other_item = np.concatenate(cols["other_item"]).astype(bool)
-        other = np.concatenate(cols["other"]).astype(np.int64)
-        item_head = np.concatenate(cols["item_head"]).astype(bool)
-    else:
-        item = rel = other = np.zeros(0, np.int64)
-        other_item = item_head = np.zeros(0, bool)
+    rows = _item_rows(data, rel_id)
+    rows, n_inv = _drop_inverse_duplicates(
+        rows, keys, rel_names, FREEBASE_INVERSES if inverses is None else inverses)
+    final = _prompt_order(rows)
+    hop2 = _two_hop_adjacency(data, rel_id) if two_hop else {}
 
-    # de-duplicate inverse pairs: keep the relation with the better rank for each (item, other)
-    n_inv = 0
-    if len(item) and inverses:
-        inv_rel = np.array([rel_id.get(_sanitized(inverses.get(rel_names[k]), rel_names), -1)
-                            for k in keys], dtype=np.int64)
-        canon = np.where((inv_rel[rel] >= 0) & (inv_rel[rel] < rel), inv_rel[rel], rel)
-        ident = np.stack([item, canon, other_item.astype(np.int64), other], 1)
-        order = np.lexsort((rel, ident[:, 3], ident[:, 2], ident[:, 1], ident[:, 0]))
-        ident_s = ident[order]
-        first = np.ones(len(order), bool)
-        first[1:] = (ident_s[1:] != ident_s[:-1]).any(1)
-        keep = np.zeros(len(item), bool)
-        keep[order[first]] = True
-        n_inv = int((~keep).sum())
-        item, rel, other_item, other, item_head = (a[keep] for a in
-                                                   (item, rel, other_item, other, item_head))
-
-    # degree of each other node within its relation: popular neighbours first
-    degree = np.zeros(len(item), np.int64)
-    if len(item):
-        deg_key = np.stack([rel * 2 + other_item, other], 1)
-        _, inv, counts = np.unique(deg_key, axis=0, return_inverse=True, return_counts=True)
-        degree = counts[inv.reshape(-1)]
-    # rank of the row within its (item, relation) group → round-robin order over relations
-    order = np.lexsort((other, other_item, -degree, rel, item))
-    item_s, rel_s = item[order], rel[order]
-    grp_start = np.ones(len(order), bool)
-    grp_start[1:] = (item_s[1:] != item_s[:-1]) | (rel_s[1:] != rel_s[:-1])
-    starts = np.flatnonzero(grp_start)
-    rank_in = np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))
-    final = order[np.lexsort((rel_s, rank_in, item_s))]
-
-    # 2-hop adjacency (entity side): head node → list of (rel, tail type, tail, head is item)
-    hop2: dict[tuple[str, int], list[tuple[int, str, int, bool]]] = {}
-    if two_hop:
-        for src, r, dst in data.edge_types:
-            if r in {"interacts", "rev_interacts"} or r.startswith("rev_") or r not in rel_id:
-                continue
-            ei = data[src, r, dst].edge_index.numpy()
-            for h, t in zip(ei[0].tolist(), ei[1].tolist()):
-                hop2.setdefault((src, h), []).append((rel_id[r], dst, t, True))
-            for h, t in zip(ei[0].tolist(), ei[1].tolist()):
-                hop2.setdefault((dst, t), []).append((rel_id[r], src, h, False))
-
+    item, rel, other_item, other, item_head = (rows[c] for c in _ROW_COLUMNS)
     texts: list[str] = []
     rels: list[str] = []
     hops: list[int] = []
@@ -467,11 +404,11 @@ def knowledge_prompts(
     ptr = [0]
     truncated = items_truncated = without_items = two_hop_kept = 0
     for i in range(n_items):
-        rows = final[bounds[i]:bounds[i + 1]]
-        kept = rows[:max_per_item - min(two_hop, max_per_item)]
-        dropped = len(rows) - len(kept)
+        item_rows = final[bounds[i]:bounds[i + 1]]
+        kept = item_rows[:max_per_item - min(two_hop, max_per_item)]
+        dropped = len(item_rows) - len(kept)
         item_name = names.item(i)
-        for row in kept.tolist():
+        for row in kept.tolist():  # 1-hop prompts
             key = keys[int(rel[row])]
             orig = rel_names[key]
             o_t = "item" if other_item[row] else "entity"
@@ -485,9 +422,9 @@ def knowledge_prompts(
             rels.append(orig)
             hops.append(1)
         room = max_per_item - len(kept)
-        if two_hop and room > 0:
+        if two_hop and room > 0:  # 2-hop prompts (e, r', e') around the item's neighbours
             budget = min(two_hop, room)
-            for row in rows.tolist():
+            for row in item_rows.tolist():
                 if budget == 0:
                     break
                 o_t = "item" if other_item[row] else "entity"
@@ -509,7 +446,7 @@ def knowledge_prompts(
                     two_hop_kept += 1
         truncated += dropped
         items_truncated += int(dropped > 0)
-        without_items += int(len(rows) == 0)
+        without_items += int(len(item_rows) == 0)
         ptr.append(len(texts))
     report = {
         "items": n_items,
@@ -528,6 +465,105 @@ def knowledge_prompts(
     return KnowledgePrompts(torch.tensor(ptr, dtype=torch.long), texts, rels, hops, report)
 
 
+# the steps of knowledge_prompts ---------------------------------------------------------------
+#: one row per (item, relation, other node): relation index, whether the other node is an item,
+#: its id, and whether the item is the triple's head
+_ROW_COLUMNS = ("item", "rel", "other_item", "other", "item_head")
+
+
+def _relation_order(rel_names: Mapping[str, str], tmpl: dict[str, str],
+                    templates: Mapping[str, str] | None, relations: Sequence[str] | None,
+                    ) -> tuple[list[str], dict[str, str]]:
+    """The relation keys with a template, in selection priority (the key order of the given
+    templates, then by name), restricted to ``relations``."""
+    if relations is not None:
+        wanted = set(relations)
+        unknown = wanted - set(rel_names) - set(rel_names.values())
+        if unknown:
+            raise ValueError(f"relations {sorted(unknown)} are not in the graph; known: "
+                             f"{sorted(rel_names.values())}")
+        tmpl = {k: v for k, v in tmpl.items() if k in wanted or rel_names[k] in wanted}
+    given = list((DEFAULT_TEMPLATES if templates is None else templates).keys())
+    rank_of: dict[str, int] = {}
+    for k in tmpl:
+        orig = rel_names[k]
+        rank_of[k] = given.index(orig) if orig in given else (given.index(k) if k in given
+                                                              else len(given))
+    return sorted(tmpl, key=lambda k: (rank_of[k], rel_names[k])), tmpl
+
+
+def _item_rows(data: HeteroData, rel_id: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Every KG edge at an item with a templated relation as one row (:data:`_ROW_COLUMNS`),
+    the original direction remembered."""
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in _ROW_COLUMNS}
+    for key, _, other_t, it, ot, is_head in _item_edges(data, lambda k: k in rel_id):
+        cols["item"].append(it)
+        cols["rel"].append(np.full(len(it), rel_id[key]))
+        cols["other_item"].append(np.full(len(it), other_t == "item"))
+        cols["other"].append(ot)
+        cols["item_head"].append(np.full(len(it), is_head))
+    dtypes = {"item": np.int64, "rel": np.int64, "other": np.int64, "other_item": bool,
+              "item_head": bool}
+    return {c: (np.concatenate(cols[c]).astype(dtypes[c]) if cols[c] else np.zeros(0, dtypes[c]))
+            for c in _ROW_COLUMNS}
+
+
+def _drop_inverse_duplicates(rows: dict[str, np.ndarray], keys: Sequence[str],
+                             rel_names: Mapping[str, str], inverses: Mapping[str, str],
+                             ) -> tuple[dict[str, np.ndarray], int]:
+    """Of a triple stated both ways (``film.actor`` / ``actor.film``), keep the relation with
+    the better rank for each (item, other node); returns the rows and the number dropped."""
+    item, rel, other_item, other = rows["item"], rows["rel"], rows["other_item"], rows["other"]
+    if not len(item) or not inverses:
+        return rows, 0
+    rel_id = {k: r for r, k in enumerate(keys)}
+    inv_rel = np.array([rel_id.get(_sanitized(inverses.get(rel_names[k]), rel_names), -1)
+                        for k in keys], dtype=np.int64)
+    canon = np.where((inv_rel[rel] >= 0) & (inv_rel[rel] < rel), inv_rel[rel], rel)
+    ident = np.stack([item, canon, other_item.astype(np.int64), other], 1)
+    order = np.lexsort((rel, ident[:, 3], ident[:, 2], ident[:, 1], ident[:, 0]))
+    ident_s = ident[order]
+    first = np.ones(len(order), bool)
+    first[1:] = (ident_s[1:] != ident_s[:-1]).any(1)
+    keep = np.zeros(len(item), bool)
+    keep[order[first]] = True
+    return {c: a[keep] for c, a in rows.items()}, int((~keep).sum())
+
+
+def _prompt_order(rows: dict[str, np.ndarray]) -> np.ndarray:
+    """Row indices grouped by item; within an item round-robin over its relations, and within a
+    relation the other nodes by falling degree (popular neighbours first)."""
+    item, rel, other_item, other = rows["item"], rows["rel"], rows["other_item"], rows["other"]
+    degree = np.zeros(len(item), np.int64)
+    if len(item):
+        deg_key = np.stack([rel * 2 + other_item, other], 1)
+        _, inv, counts = np.unique(deg_key, axis=0, return_inverse=True, return_counts=True)
+        degree = counts[inv.reshape(-1)]
+    order = np.lexsort((other, other_item, -degree, rel, item))
+    item_s, rel_s = item[order], rel[order]
+    grp_start = np.ones(len(order), bool)
+    grp_start[1:] = (item_s[1:] != item_s[:-1]) | (rel_s[1:] != rel_s[:-1])
+    starts = np.flatnonzero(grp_start)
+    rank_in = np.arange(len(order)) - np.repeat(starts, np.diff(np.append(starts, len(order))))
+    return order[np.lexsort((rel_s, rank_in, item_s))]
+
+
+def _two_hop_adjacency(data: HeteroData, rel_id: Mapping[str, int],
+                       ) -> dict[tuple[str, int], list[tuple[int, str, int, bool]]]:
+    """``(node type, id) → [(relation index, other type, other id, node is the head), …]`` over
+    the forward KG edges with a templated relation."""
+    hop2: dict[tuple[str, int], list[tuple[int, str, int, bool]]] = {}
+    for src, r, dst in data.edge_types:
+        if r in {"interacts", "rev_interacts"} or r.startswith("rev_") or r not in rel_id:
+            continue
+        ei = data[src, r, dst].edge_index.numpy()
+        for h, t in zip(ei[0].tolist(), ei[1].tolist()):
+            hop2.setdefault((src, h), []).append((rel_id[r], dst, t, True))
+        for h, t in zip(ei[0].tolist(), ei[1].tolist()):
+            hop2.setdefault((dst, t), []).append((rel_id[r], src, h, False))
+    return hop2
+
+
 def _sanitized(original: str | None, relation_names: Mapping[str, str]) -> str | None:
     if original is None:
         return None
@@ -535,3 +571,41 @@ def _sanitized(original: str | None, relation_names: Mapping[str, str]) -> str |
         if v == original:
             return k
     return None
+
+
+def render_triples(data: HeteroData, graph, templates: Mapping[str, str] | None = None, *,
+                   item_names: Sequence[str] | None = None,
+                   entity_names: Mapping[str, str] | None = None,
+                   missing_template: str = "fallback") -> list[str]:
+    r"""One sentence per triple of a relational view
+    (:func:`~kgseqgraph.data.relational_view` over ``("item", "entity")``):
+    :math:`\mathrm{template}_r[[X] \mapsto \mathrm{name}(h), [Y] \mapsto \mathrm{name}(t)]`.
+
+    A reverse relation ``rev_<r>`` is rendered with :math:`r`'s template and head and tail
+    swapped, so it states the original fact. Items are named by ``item_names`` (e.g. their ID
+    text, as KP4SR writes them; default their titles), entities by :class:`EntityNames`
+    (``entity_names`` overrides, else ``"<type word> <mid>"``). Templates as in
+    :func:`resolve_templates`.
+    """
+    rel_names: dict[str, str] = dict(getattr(data, "relation_names", {}) or {})
+    base = {k[4:] if k.startswith("rev_") else k for k in graph.relation_names}
+    rel_names = {k: rel_names.get(k, k) for k in base}
+    tmpl, _ = resolve_templates(rel_names, templates, missing_template)
+    names = EntityNames(data, entity_names, item_names)
+    n_items = graph.node_counts.get("item", 0)
+    e0 = graph.node_offsets.get("entity", n_items)
+
+    def name(node: int, relation: str, side: str) -> str:
+        return names.item(node) if node < n_items else names.entity(node - e0, relation, side)
+
+    out = []
+    for h, r, t in zip(graph.head.tolist(), graph.relation.tolist(), graph.tail.tolist()):
+        key = graph.relation_names[r]
+        if key.startswith("rev_"):
+            key, h, t = key[4:], t, h
+        if key not in tmpl:
+            out.append("")
+            continue
+        orig = rel_names[key]
+        out.append(render_template(tmpl[key], name(h, orig, "head"), name(t, orig, "tail")))
+    return out

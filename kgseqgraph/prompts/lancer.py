@@ -1,238 +1,139 @@
-r"""LANCER's two prompt modules (Li et al., *Large Language Models Make Knowledge-aware
-Sequential Recommenders*): a **knowledge prompt** that injects domain knowledge into every layer
-of a causal LM as trainable prefix keys/values, and a **reasoning prompt** that turns a user's
-history into soft prompt vectors by attending over domain-knowledge embeddings.
+r"""LANCER's texts (Jiang et al., 2023; authors' code ``Gnimixy/lancer``, ``utils/r_dataset.py``
+and ``utils/k_dataset.py``): the item and knowledge token tables and the two kinds of inputs.
 
-Knowledge prompt (prefix tuning, Li & Liang 2021). :math:`P` learned knowledge tokens
-:math:`\mathbf{U} \in \mathbb{R}^{P \times d_u}` are mapped by a two-layer MLP to one key and one
-value per layer and key/value head,
+* **Reasoning input** of a user with history :math:`i_1 \dots i_T` (the last ``max_len`` items)::
 
-.. math::
-    [\mathbf{K}^{(l)}_{p}, \mathbf{V}^{(l)}_{p}]_{l=1..L_{\mathrm{LM}}}
-    = \mathrm{reshape}\big(\mathbf{W}_2 \tanh(\mathbf{W}_1 \mathbf{u}_p + \mathbf{b}_1)
-    + \mathbf{b}_2\big) \in \mathbb{R}^{L_{\mathrm{LM}} \times 2 \times H_{kv} \times d_h},
+      <prompt text> <item i_1> <sep> <item i_2> <sep> … <item i_T> <sep> [<item i_T+1> </s>]
 
-so :meth:`KnowledgePrompt.prefix` has shape ``[layers, 2, kv_heads, P, head_dim]``. Every layer's
-attention then reads :math:`[\mathbf{K}^{(l)}_{1..P};\ \mathbf{K}^{(l)}_{\mathrm{text}}]` (and
-the same for values); the padding mask is extended with :math:`P` ones
-(:func:`extend_attention_mask`). The prefix enters the Hugging Face model as a
-``transformers.DynamicCache`` filled with the prefix (:meth:`KnowledgePrompt.as_cache`): in
-transformers 5.x ``GPT2Model`` / ``LlamaModel`` take a ``Cache`` object (keyword ``cache``,
-formerly ``past_key_values``), concatenate each layer's new keys after the cached ones
-(``DynamicLayer.update`` is a ``torch.cat``, so gradients reach the prefix) and size the causal
-mask from the cache length. Keys are used as stored, so the prefix works for learned absolute
-positions (GPT-2) and for rotary ones (Llama: cached keys are never rotated again), and with
-grouped-query attention (``kv_heads < heads``).
-
-Reasoning prompt. History item embeddings :math:`\mathbf{h}_1 \dots \mathbf{h}_T` (queries)
-attend over knowledge embeddings :math:`\mathbf{z}_1 \dots \mathbf{z}_K` (a bank shared by all
-positions, ``[K, d_z]``, or one set per history item, ``[B, T, K, d_z]``):
-
-.. math::
-    \alpha^{(h)}_{t,k} = \operatorname{softmax}_{k:\,m_{t,k}=1}\!\Big(
-        \tfrac{(\mathbf{W}^{(h)}_Q \mathbf{h}_t)^\top \mathbf{W}^{(h)}_K \mathbf{z}_k}{\sqrt{d_a}}\Big),
-    \qquad
-    \mathbf{r}_t = \mathbf{W}_O\big[\mathbf{h}_t \,\Vert\, \Vert_h \textstyle\sum_k
-        \alpha^{(h)}_{t,k} \mathbf{W}^{(h)}_V \mathbf{z}_k\big] \cdot \mathbb{1}[t \text{ real}],
-
-so the weights of every real history position sum to one over its (unmasked) knowledge, padded
-history positions get all-zero weights and prompts, and a real position's prompt does not depend
-on any other position. The :math:`\mathbf{r}_t` are prepended to the LM's input embeddings.
+  e.g. ``"A user watched sequence of movies : Toy Story -> GoldenEye -> Heat ->"``; the target
+  part is present in training. The language-model targets are every token after the first
+  (``lm_targets="all"``: the authors' ``labels=input_ids``, a next-item prediction at every item
+  boundary) or the target item's tokens only (``"target"``). Prompts are left-padded (the last
+  prompt token is the last column; positions count real tokens from 0).
+* **Knowledge input** of an item: its content text (e.g. ``"Toy Story (1995). Genres:
+  Animation, Children's, Comedy"``), the corpus of the knowledge pre-training (Eq. 4) and the
+  text whose last hidden state represents the item in the reasoning prompt.
 """
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-__all__ = ["KnowledgePrompt", "ReasoningPrompt", "extend_attention_mask", "prefix_cache"]
+from ..data.batching import IGNORE_INDEX
+from .tokenizers import encode_texts, token_table
 
-
-def extend_attention_mask(mask: Tensor, num_prefix: int) -> Tensor:
-    """Prepend ``num_prefix`` ones (the always-visible prefix) to a ``[B, T]`` padding mask."""
-    if mask.dim() != 2:
-        raise ValueError(f"expected a [B, T] attention mask, got shape {tuple(mask.shape)}")
-    if num_prefix == 0:
-        return mask
-    ones = torch.ones(mask.size(0), num_prefix, dtype=mask.dtype, device=mask.device)
-    return torch.cat([ones, mask], dim=1)
+__all__ = ["LancerTexts", "TextBatch", "left_pack", "item_texts"]
 
 
-def prefix_cache(keys_values: list[tuple[Tensor, Tensor]]) -> Any:
-    """A fresh ``transformers.DynamicCache`` holding ``[(K_l, V_l)]`` (each ``[B, H_kv, P, d_h]``).
+@dataclass
+class TextBatch:
+    """Left-padded token ids ``[B, S]``, ``mask``, ``positions`` and ``labels`` (``labels[:, j]``
+    is the token position ``j`` predicts, :data:`~kgseqgraph.data.IGNORE_INDEX` elsewhere)."""
 
-    A cache object is mutated by every forward pass (new keys are appended), so build a new one
-    per call."""
-    from transformers import DynamicCache
-
-    return DynamicCache(ddp_cache_data=[(k, v) for k, v in keys_values])
-
-
-class KnowledgePrompt(nn.Module):
-    r"""Trainable prefix keys/values for every layer of a causal LM, produced by an MLP over
-    :math:`P` learned knowledge-token embeddings (see the module docstring for the math).
-
-    Args:
-        num_layers: transformer layers of the LM :math:`L_{\mathrm{LM}}`.
-        num_kv_heads: key/value heads per layer :math:`H_{kv}` (``n_head`` for GPT-2,
-            ``num_key_value_heads`` for Llama).
-        head_dim: width of one head :math:`d_h`.
-        num_tokens: prefix length :math:`P`.
-        token_dim: width :math:`d_u` of the knowledge-token embeddings.
-        hidden_dim: width of the MLP's hidden layer.
-        dropout: dropout on the produced prefix.
-    """
-
-    def __init__(self, num_layers: int, num_kv_heads: int, head_dim: int, num_tokens: int = 10,
-                 token_dim: int = 64, hidden_dim: int = 128, dropout: float = 0.0) -> None:
-        super().__init__()
-        for name, v in (("num_layers", num_layers), ("num_kv_heads", num_kv_heads),
-                        ("head_dim", head_dim), ("num_tokens", num_tokens),
-                        ("token_dim", token_dim), ("hidden_dim", hidden_dim)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        self.num_layers, self.num_kv_heads, self.head_dim = num_layers, num_kv_heads, head_dim
-        self.num_tokens, self.token_dim, self.hidden_dim = num_tokens, token_dim, hidden_dim
-        self.tokens = nn.Parameter(torch.empty(num_tokens, token_dim))
-        self.mlp = nn.Sequential(nn.Linear(token_dim, hidden_dim), nn.Tanh(),
-                                 nn.Linear(hidden_dim, num_layers * 2 * num_kv_heads * head_dim))
-        self.dropout = nn.Dropout(dropout)
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        nn.init.normal_(self.tokens, std=1.0)
-        for m in self.mlp:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def init_tokens_(self, embeddings: Tensor) -> None:
-        """Initialise the knowledge tokens from ``embeddings`` (``[>= P, token_dim]``, e.g. text
-        embeddings of items), taking the first :math:`P` rows."""
-        if embeddings.dim() != 2 or embeddings.size(1) != self.token_dim \
-                or embeddings.size(0) < self.num_tokens:
-            raise ValueError(f"expected [>= {self.num_tokens}, {self.token_dim}] embeddings, got "
-                             f"{tuple(embeddings.shape)}")
-        with torch.no_grad():
-            self.tokens.copy_(embeddings[: self.num_tokens])
-
-    def prefix(self) -> Tensor:
-        """The prefix ``[layers, 2, kv_heads, P, head_dim]`` (index 0: keys, 1: values)."""
-        out = self.dropout(self.mlp(self.tokens))  # [P, layers * 2 * H * d]
-        out = out.view(self.num_tokens, self.num_layers, 2, self.num_kv_heads, self.head_dim)
-        return out.permute(1, 2, 3, 0, 4)
-
-    def keys_values(self, batch_size: int) -> list[tuple[Tensor, Tensor]]:
-        """Per layer ``(K, V)``, each ``[batch_size, kv_heads, P, head_dim]`` (expanded views)."""
-        pre = self.prefix()
-        shape = (batch_size, self.num_kv_heads, self.num_tokens, self.head_dim)
-        return [(pre[l, 0].unsqueeze(0).expand(shape), pre[l, 1].unsqueeze(0).expand(shape))
-                for l in range(self.num_layers)]
-
-    def as_cache(self, batch_size: int) -> Any:
-        """A fresh ``DynamicCache`` pre-filled with the prefix for ``batch_size`` sequences."""
-        return prefix_cache(self.keys_values(batch_size))
-
-    def forward(self, batch_size: int) -> Any:
-        return self.as_cache(batch_size)
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(tokens={self.num_tokens}, layers={self.num_layers}, "
-                f"kv_heads={self.num_kv_heads}, head_dim={self.head_dim})")
+    ids: Tensor
+    mask: Tensor
+    positions: Tensor
+    labels: Tensor
 
 
-class ReasoningPrompt(nn.Module):
-    r"""Soft prompt vectors from a user's history attending over domain-knowledge embeddings
-    (see the module docstring for the math).
+def left_pack(ids: Tensor, real: Tensor, is_label: Tensor) -> TextBatch:
+    """Move each row's real tokens (kept in order) to its right end and derive positions and
+    shifted labels; columns that are padding in every row are dropped."""
+    order = torch.argsort(real.long(), dim=1, stable=True)
+    width = int(real.sum(1).max()) if real.numel() else 0
+    order = order[:, order.size(1) - max(width, 1):]
+    ids, real, is_label = ids.gather(1, order), real.gather(1, order), is_label.gather(1, order)
+    ids = ids.masked_fill(~real, 0)
+    positions = (real.long().cumsum(1) - 1).clamp(min=0)
+    nxt = torch.cat([ids[:, 1:], ids[:, :1]], 1)
+    take = torch.cat([is_label[:, 1:] & real[:, 1:], torch.zeros_like(real[:, :1])], 1) & real
+    labels = torch.where(take, nxt, torch.full_like(ids, IGNORE_INDEX))
+    return TextBatch(ids, real, positions, labels)
+
+
+class LancerTexts:
+    """Token tables of the catalogue and assembly of LANCER's inputs.
 
     Args:
-        query_dim: width of the history item embeddings :math:`\mathbf{h}_t`.
-        knowledge_dim: width of the knowledge embeddings :math:`\mathbf{z}_k`.
-        out_dim: width of the produced prompts (the LM's hidden size).
-        attn_dim: width :math:`d_a` of one attention head (default ``out_dim // num_heads``).
-        num_heads: attention heads.
-        dropout: dropout on the attention weights.
+        tokenizer: the LMs' tokenizer.
+        item_texts / knowledge_texts: per item, its surface text (history and target) and its
+            content text (knowledge).
+        prompt_text / separator: the text before the history and between items.
+        max_item_tokens / max_knowledge_tokens: truncation of the two texts.
+        leading_space: prepend a space to item texts and the separator (BPE tokenizers, where
+            ``" Heat"`` and ``"Heat"`` differ).
     """
 
-    def __init__(self, query_dim: int, knowledge_dim: int, out_dim: int,
-                 attn_dim: int | None = None, num_heads: int = 1, dropout: float = 0.0) -> None:
-        super().__init__()
-        if num_heads < 1:
-            raise ValueError(f"num_heads must be >= 1, got {num_heads}")
-        attn_dim = attn_dim if attn_dim is not None else max(1, out_dim // num_heads)
-        self.query_dim, self.knowledge_dim, self.out_dim = query_dim, knowledge_dim, out_dim
-        self.attn_dim, self.num_heads = attn_dim, num_heads
-        self.q = nn.Linear(query_dim, num_heads * attn_dim, bias=False)
-        self.k = nn.Linear(knowledge_dim, num_heads * attn_dim, bias=False)
-        self.v = nn.Linear(knowledge_dim, num_heads * attn_dim, bias=False)
-        self.out = nn.Linear(query_dim + num_heads * attn_dim, out_dim)
-        self.dropout = nn.Dropout(dropout)
-        self.reset_parameters()
+    def __init__(self, tokenizer: Any, item_texts: Sequence[str], knowledge_texts: Sequence[str],
+                 prompt_text: str, separator: str, max_item_tokens: int = 32,
+                 max_knowledge_tokens: int = 64, leading_space: bool = False) -> None:
+        sp = " " if leading_space else ""
+        self.eos_id = int(tokenizer.eos_token_id)
+        self.prompt_ids = torch.tensor(encode_texts(tokenizer, [prompt_text])[0], dtype=torch.long)
+        self.sep_ids = torch.tensor(encode_texts(tokenizer, [separator.strip()], sp)[0],
+                                    dtype=torch.long)
+        if self.sep_ids.numel() == 0:
+            raise ValueError(f"separator {separator!r} has no tokens")
+        self.item_tokens, self.item_len = token_table(encode_texts(tokenizer, item_texts, sp),
+                                                      max_item_tokens)
+        self.know_tokens, self.know_len = token_table(
+            encode_texts(tokenizer, knowledge_texts), max_knowledge_tokens)
+        if int(self.know_len.min()) == 0:
+            raise ValueError("every item needs a non-empty knowledge text")
 
-    def reset_parameters(self) -> None:
-        for lin in (self.q, self.k, self.v, self.out):
-            nn.init.xavier_uniform_(lin.weight)
-        nn.init.zeros_(self.out.bias)
+    @property
+    def stop_ids(self) -> list[int]:
+        """Tokens that end a generated item: end-of-sequence and a one-token separator."""
+        return [self.eos_id] + ([int(self.sep_ids[0])] if self.sep_ids.numel() == 1 else [])
 
-    def forward(self, history: Tensor, history_mask: Tensor, knowledge: Tensor,
-                knowledge_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Prompts for every history position.
-
-        Args:
-            history: ``[B, T, query_dim]`` history item embeddings.
-            history_mask: ``BoolTensor[B, T]``, ``True`` at real items.
-            knowledge: a shared bank ``[K, knowledge_dim]`` or per-item knowledge
-                ``[B, T, K, knowledge_dim]``.
-            knowledge_mask: ``BoolTensor`` ``[K]`` or ``[B, T, K]`` (``True``: usable); a real
-                history position must keep at least one knowledge entry.
-
-        Returns:
-            ``(prompts [B, T, out_dim], weights [B, heads, T, K])``; both are zero at padded
-            history positions.
-        """
-        if history.dim() != 3 or history_mask.shape != history.shape[:2]:
-            raise ValueError(f"history must be [B, T, D] with a [B, T] mask, got "
-                             f"{tuple(history.shape)} and {tuple(history_mask.shape)}")
-        B, T, _ = history.shape
-        H, d = self.num_heads, self.attn_dim
-        q = self.q(history).view(B, T, H, d)
-        if knowledge.dim() == 2:
-            K = knowledge.size(0)
-            k = self.k(knowledge).view(K, H, d)
-            v = self.v(knowledge).view(K, H, d)
-            scores = torch.einsum("bthd,khd->bhtk", q, k)
-            km = None if knowledge_mask is None else knowledge_mask.view(1, 1, 1, K)
-        elif knowledge.dim() == 4 and knowledge.shape[:2] == (B, T):
-            K = knowledge.size(2)
-            k = self.k(knowledge).view(B, T, K, H, d)
-            v = self.v(knowledge).view(B, T, K, H, d)
-            scores = torch.einsum("bthd,btkhd->bhtk", q, k)
-            km = None if knowledge_mask is None else knowledge_mask.view(B, 1, T, K)
+    def reasoning(self, items: Tensor, mask: Tensor, targets: Tensor | None = None,
+                  lm_targets: str = "all") -> TextBatch:
+        """The reasoning input of left-padded histories ``items [B, T]`` (``mask``), with the
+        targets ``[B]`` and their end-of-sequence appended when given."""
+        if lm_targets not in ("all", "target"):
+            raise ValueError(f"lm_targets must be 'all' or 'target', got {lm_targets!r}")
+        B, _ = items.shape
+        dev = items.device
+        safe = torch.where(mask, items, torch.zeros_like(items))
+        tok = self.item_tokens.to(dev)[safe]                                  # [B, T, L]
+        real = (torch.arange(tok.size(-1), device=dev) < self.item_len.to(dev)[safe][..., None])
+        sep = self.sep_ids.to(dev).expand(*items.shape, -1)
+        tok = torch.cat([tok, sep], -1)
+        real = torch.cat([real, torch.ones_like(sep, dtype=torch.bool)], -1) & mask[..., None]
+        prompt = self.prompt_ids.to(dev).expand(B, -1)
+        ids = [prompt, tok.reshape(B, -1)]
+        reals = [torch.ones_like(prompt, dtype=torch.bool), real.reshape(B, -1)]
+        if targets is not None:
+            t = torch.cat([self.item_tokens.to(dev)[targets],
+                           torch.zeros_like(targets)[:, None]], 1)
+            n = self.item_len.to(dev)[targets]
+            t.scatter_(1, n[:, None], self.eos_id)
+            ids.append(t)
+            reals.append(torch.arange(t.size(1), device=dev) <= n[:, None])
+        ids_t, real_t = torch.cat(ids, 1), torch.cat(reals, 1)
+        if lm_targets == "all" or targets is None:
+            is_label = real_t.clone()
         else:
-            raise ValueError("knowledge must be [K, D] or [B, T, K, D] matching the history, got "
-                             f"{tuple(knowledge.shape)}")
-        scores = scores / math.sqrt(d)
-        hm = history_mask.view(B, 1, T, 1)
-        allowed = hm if km is None else (hm & km)
-        if km is not None and bool((history_mask.view(B, 1, T) & ~km.any(-1)).any()):
-            raise ValueError("a real history position has no usable knowledge entry")
-        if km is not None:
-            scores = scores.masked_fill(~km, float("-inf"))
-        # padded history rows: finite scores (no NaN in forward or backward), weights zeroed below
-        scores = scores.masked_fill(~hm, 0.0)
-        weights = torch.softmax(scores, dim=-1)
-        weights = torch.where(allowed, weights, torch.zeros_like(weights))
-        attn = self.dropout(weights)
-        if knowledge.dim() == 2:
-            ctx = torch.einsum("bhtk,khd->bthd", attn, v)
-        else:
-            ctx = torch.einsum("bhtk,btkhd->bthd", attn, v)
-        prompts = self.out(torch.cat([history, ctx.reshape(B, T, H * d)], dim=-1))
-        prompts = prompts * history_mask.unsqueeze(-1).to(prompts.dtype)
-        return prompts, weights
+            is_label = torch.zeros_like(real_t)
+            is_label[:, ids_t.size(1) - ids[-1].size(1):] = reals[-1]
+        return left_pack(ids_t, real_t, is_label)
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self.query_dim} -> {self.out_dim}, "
-                f"knowledge_dim={self.knowledge_dim}, heads={self.num_heads})")
+    def knowledge(self, items: Tensor) -> TextBatch:
+        """The knowledge inputs of ``items [M]`` (every token a target, Eq. 4)."""
+        tok = self.know_tokens.to(items.device)[items]
+        real = torch.arange(tok.size(1), device=items.device) < self.know_len.to(items.device)[
+            items][:, None]
+        return left_pack(tok, real, real)
+
+
+def item_texts(data: Any, field: str) -> list[str]:
+    """``data['item'].<field>`` (falling back to ``text``, then ``title``) as a list of str."""
+    store = data["item"]
+    for name in (field, "text", "title"):
+        if name in store and isinstance(store[name], (list, tuple)):
+            return [str(x) for x in store[name]]
+    raise ValueError(f"needs item text: data['item'].{field} (or .text) as a list of str")

@@ -141,3 +141,22 @@ def test_ml100k_toy_story_prompts(tmp_path, monkeypatch):
     named = knowledge_prompts(data, max_per_item=2, entity_names={"m.04jspq": "John Lasseter"})
     assert "Toy Story is directed by John Lasseter." in named[toy]
     assert named.report["prompts_truncated"] > 0
+
+
+def test_render_triples_of_a_relational_view(graph):
+    from kgseqgraph.data import relational_view
+    from kgseqgraph.prompts import render_triples
+
+    view = relational_view(graph, ("item", "entity"), include_reverse=False)
+    texts = render_triples(graph, view, item_names=["1", "2"])
+    rendered = {(int(h), view.relation_names[int(r)], int(t)): s
+                for h, r, t, s in zip(view.head, view.relation, view.tail, texts)}
+    sane = {v: k for k, v in graph.relation_names.items()}
+    assert rendered[(0, sane["film.film.sequel"], 1)] == "The sequel of 1 is 2."
+    assert "The genre of 1 is genre g1." in texts and "director d1 directed 1." in texts
+    assert len(texts) == view.num_edges
+    both = relational_view(graph, ("item", "entity"))     # rev_ edges state the original fact
+    back = render_triples(graph, both, item_names=["1", "2"])
+    rev = [s for r, s in zip(both.relation.tolist(), back)
+           if both.relation_names[r] == "rev_" + sane["film.film.sequel"]]
+    assert rev == ["The sequel of 1 is 2."]

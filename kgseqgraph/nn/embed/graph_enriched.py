@@ -2,7 +2,8 @@ r"""Graph-enriched item embeddings: a stack of :class:`~kgseqgraph.nn.conv.KGAtt
 run on the collaborative KG (the KG part of KATRec / KGAT)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -202,6 +203,76 @@ class KGEnricher(torch.nn.Module):
             outs.append(out)
             x = out if self.propagate_normalized else res
         return torch.cat(outs, dim=-1)
+
+    # ------------------------------------------------------------------ attention and edges
+    def attention_weights(self) -> Tensor:
+        r""":math:`\alpha(h, r, t)` of every edge of the view (the order of :attr:`edge_index`:
+        row 0 the tail :math:`t`, row 1 the head :math:`h`), as :meth:`node_embeddings` uses
+        it in **every** layer: with ``reuse_attention`` the softmax over each head's triples
+        of layer 1's :math:`\pi` on :math:`\mathbf{e}^{(0)}` (TransR's parameters); without
+        attention the fixed weights (per-relation or per-node means). Computed without
+        gradient; the attention has no dropout, so train and eval mode agree.
+
+        Raises:
+            ValueError: attention computed per layer (``reuse_attention=False``): one edge
+                then has one weight per layer, and no single :math:`\alpha` describes it.
+        """
+        if self.use_attention and not self.reuse_attention:
+            raise ValueError("this enricher computes one attention per layer "
+                             "(reuse_attention=False): an edge has no single weight; build it "
+                             "with reuse_attention=True (KGAT's scheme, KATRec's default)")
+        if self.fixed_weights is not None:
+            return self.fixed_weights.clone()
+        rel = {}
+        if self.kge is not None and self.use_attention:
+            rel = {"rel_emb": self.kge.rel_emb.weight, "rel_proj": self.kge.rel_proj}
+        with torch.no_grad():
+            _, (_, alpha) = self.convs[0](self.initial_embeddings(), self.edge_index,
+                                          self.edge_type, ptr=self.ptr,
+                                          return_attention_weights=True, **rel)
+        return alpha.detach()
+
+    def _set_edges(self, edge_index: Tensor, edge_type: Tensor) -> None:
+        """Replace the view's edges (sorted by head, ``edge_index[1]``) and what derives from
+        them (CSR ``ptr``, fixed weights, the convs' cached plans)."""
+        head = edge_index[1]
+        ptr = torch.zeros(self.num_nodes + 1, dtype=torch.long, device=head.device)
+        ptr[1:] = torch.cumsum(torch.bincount(head, minlength=self.num_nodes), 0)
+        self.edge_index, self.edge_type, self.ptr = edge_index, edge_type, ptr
+        if self.fixed_weights is not None:
+            self.fixed_weights = _per_relation_mean_weights(
+                head, edge_type, self.num_relations).to(self.fixed_weights)
+        for conv in self.convs:
+            conv._cached_plan = None
+
+    @contextlib.contextmanager
+    def edges_kept(self, keep: Tensor) -> Iterator[KGEnricher]:
+        """Within the block, propagate over the edges where ``keep [E]`` is true only — as if
+        the graph never had the others: attention (or fixed weights) renormalised over each
+        head's remaining triples. For deletion tests of explanations."""
+        if keep.dtype != torch.bool or keep.shape != (self.edge_index.size(1),):
+            raise ValueError(f"keep must be a bool mask over the {self.edge_index.size(1)} edges")
+        saved = (self.edge_index, self.edge_type, self.ptr, self.fixed_weights)
+        keep = keep.to(self.edge_index.device)
+        self._set_edges(saved[0][:, keep], saved[1][keep])
+        try:
+            yield self
+        finally:
+            self.edge_index, self.edge_type, self.ptr, self.fixed_weights = saved
+            for conv in self.convs:
+                conv._cached_plan = None
+
+    def replace_graph(self, view: RelationalGraph) -> None:
+        """Propagate over another view with the same relations (item nodes added: see
+        :meth:`~kgseqgraph.nn.embed.KGItemEmbedder.add_items`, which also resizes the node
+        table)."""
+        if list(view.relation_names) != self.relation_names:
+            raise ValueError("the new view's relations differ from the enricher's")
+        self.num_nodes = view.num_nodes
+        self.node_offsets = dict(view.node_offsets)
+        self.node_counts = dict(view.node_counts)
+        self._set_edges(view.edge_index.contiguous().to(self.edge_index.device),
+                        view.relation.contiguous().to(self.edge_type.device))
 
     def embeddings_by_type(self, item_embeddings: Tensor | None = None) -> dict[str, Tensor]:
         """:meth:`node_embeddings` split by node type."""

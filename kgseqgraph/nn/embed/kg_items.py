@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...data.views import relational_view
+from ...data.views import RelationalGraph, relational_view
 from ..kge import TransR
 from .fusion import build_fusion
 from .graph_enriched import KGEnricher
@@ -63,6 +63,42 @@ def _graph_options(kg_dim: int, relation_dim: int | None, kg_hidden: Sequence[in
                 node_types=node_types, aggregator=aggregator, kg_dropout=kg_dropout,
                 use_attention=use_attention, uniform_weights=uniform_weights,
                 reuse_attention=reuse_attention, kge_reg=kge_reg, recompute=recompute)
+
+
+#: how a new item's TransR row e^(0) is set (KGItemEmbedder.add_items)
+NEW_ITEM_INITS = ("mean", "transr")
+
+
+def _transr_rows(table: Tensor, kge: TransR, n: int, m: int, head: Tensor, relation: Tensor,
+                 tail: Tensor, content: Tensor, ridge: float) -> Tensor:
+    r"""TransR's own fit of the new items' rows to their facts, every other row fixed: for
+    new item :math:`x` the minimiser of
+    :math:`\sum \|\mathbf{W}_r\mathbf{x} + \mathbf{e}_r - \mathbf{W}_r\mathbf{e}_t\|^2`
+    over its triples :math:`(x, r, t)`, plus
+    :math:`\sum \|\mathbf{W}_r\mathbf{e}_h + \mathbf{e}_r - \mathbf{W}_r\mathbf{x}\|^2`
+    over :math:`(h, r, x)`, plus :math:`\lambda\|\mathbf{x} - \mathbf{x}_0\|^2` towards the
+    mean of its neighbours (a linear least-squares problem, solved exactly)."""
+    proj = kge.rel_proj.detach().cpu().to(torch.float64)  # [R, d_e, d_r]: W_r e = e @ proj[r]
+    rel = kge.rel_emb.weight.detach().cpu().to(torch.float64)
+    d = table.size(1)
+    x0 = table[n:n + m].to(torch.float64)
+    eye = torch.eye(d, dtype=torch.float64)
+    as_head = (head >= n) & (head < n + m) & content[tail] & (relation >= 0)
+    as_tail = (tail >= n) & (tail < n + m) & content[head] & (relation >= 0)
+    gram = ridge * eye.expand(m, d, d).clone()
+    rhs = ridge * x0.clone()
+    tab = table.to(torch.float64)
+    for mask, new, other, sign in ((as_head, head, tail, 1.0), (as_tail, tail, head, -1.0)):
+        if not mask.any():
+            continue
+        i, r, o = new[mask] - n, relation[mask], other[mask]
+        w = proj[r]  # [k, d_e, d_r]
+        # residual  W_r x - (W_r e_o - sign * e_r)  (as head), or  W_r x - (W_r e_o + e_r)
+        target = torch.einsum("kd,kde->ke", tab[o], w) - sign * rel[r]
+        gram.index_add_(0, i, torch.einsum("kde,kfe->kdf", w, w))
+        rhs.index_add_(0, i, torch.einsum("kde,ke->kd", w, target))
+    out = torch.linalg.solve(gram, rhs.unsqueeze(-1)).squeeze(-1)
+    return out.to(table.dtype)
 
 
 class _GraphPart(nn.Module):
@@ -97,6 +133,99 @@ class _GraphPart(nn.Module):
     def num_items(self) -> int:
         return self.enricher.num_items
 
+    @torch.no_grad()
+    def add_items(self, data: Any, init: str = "mean", ridge: float = 0.1) -> int:
+        r"""Extend the graph part by the items that ``data`` appends to its graph (see
+        :meth:`KGItemEmbedder.add_items`); returns how many."""
+        if init not in NEW_ITEM_INITS:
+            raise ValueError(f"init must be one of {NEW_ITEM_INITS}, got {init!r}")
+        enricher, kge = self.enricher, self.kge
+        node_types = list(enricher.node_offsets)
+        view = relational_view(data, tuple(node_types))
+        n, n_new = enricher.node_counts["item"], view.node_counts["item"]
+        m = n_new - n
+        if m < 0:
+            raise ValueError(f"the graph has {n_new} items, fewer than the model's {n}")
+        for t in node_types:
+            if t != "item" and view.node_counts[t] != enricher.node_counts[t]:
+                raise ValueError(f"the graph has {view.node_counts[t]} {t} nodes, the model "
+                                 f"{enricher.node_counts[t]}: only items can be added")
+        rel_of = {name: r for r, name in enumerate(enricher.relation_names)}
+        is_new_head = (view.head >= n) & (view.head < n_new)
+        is_new_tail = (view.tail >= n) & (view.tail < n_new)
+        unknown = sorted({view.relation_names[int(r)] for r in view.relation[is_new_head]
+                          if view.relation_names[int(r)] not in rel_of})
+        if unknown:
+            raise ValueError(f"the new items use relations the model does not know: {unknown}")
+        remap = torch.tensor([rel_of.get(name, -1) for name in view.relation_names],
+                             dtype=torch.long)
+        # the existing edges, renumbered (entity and user ids move up by m)
+        old_head, old_rel, old_tail = (self.kg_head.cpu(), self.kg_relation.cpu(),
+                                       self.kg_tail.cpu())
+        shift = lambda x: torch.where(x >= n, x + m, x)  # noqa: E731
+        old_head, old_tail = shift(old_head), shift(old_tail)
+        # the graph must extend the model's: its edges between existing nodes are the model's
+        rest = ~is_new_head & ~is_new_tail
+        if rest.any() and int(remap[view.relation[rest]].min()) < 0:
+            raise ValueError("the graph holds relations among existing nodes that the model "
+                             "does not know: it is not the model's graph with items added")
+        span = view.num_nodes
+
+        def keys(h: Tensor, r: Tensor, t: Tensor) -> Tensor:
+            return torch.sort((h * max(len(rel_of), 1) + r) * span + t).values
+
+        if not torch.equal(keys(view.head[rest], remap[view.relation[rest]], view.tail[rest]),
+                           keys(old_head, old_rel, old_tail)):
+            raise ValueError("the graph's edges among existing nodes differ from the model's "
+                             "graph (other interactions or KG facts): pass the model's training "
+                             "graph with the new items appended (e.g. ColdItemSplit.cold_graph "
+                             "or kgseqgraph.data.append_items)")
+        # new items read the graph (edges whose head is a new item); facts pointing from an
+        # existing node to a new one are left out so every existing node propagates as before
+        head = torch.cat([old_head, view.head[is_new_head]])
+        rel = torch.cat([old_rel, remap[view.relation[is_new_head]]])
+        tail = torch.cat([old_tail, view.tail[is_new_head]])
+        order = torch.argsort(head, stable=True)
+        head, rel, tail = head[order], rel[order], tail[order]
+        ptr = torch.zeros(view.num_nodes + 1, dtype=torch.long)
+        ptr[1:] = torch.cumsum(torch.bincount(head, minlength=view.num_nodes), 0)
+        extended = RelationalGraph(head, rel, tail, ptr, view.num_nodes, view.node_offsets,
+                                   view.node_counts, list(enricher.relation_names))
+        # e^(0) of a new item: the mean of its item / entity neighbours' rows (knowledge);
+        # without any, the mean item row
+        weight = kge.node_emb.weight
+        old = weight.detach().cpu()
+        table = torch.cat([old[:n], old.new_zeros(m, old.size(1)), old[n:]])
+        content = torch.zeros(view.num_nodes, dtype=torch.bool)
+        for t in ("item", "entity"):
+            if t in view.node_offsets:
+                s = view.node_offsets[t]
+                content[s:s + view.node_counts[t]] = True
+        content[n:n_new] = False
+        h_new, t_new = view.head[is_new_head], view.tail[is_new_head]
+        sel = content[t_new]
+        h_new, t_new = h_new[sel], t_new[sel]
+        sums = torch.zeros(m, old.size(1), dtype=old.dtype).index_add_(0, h_new - n, table[t_new])
+        counts = torch.bincount(h_new - n, minlength=m).to(old.dtype).unsqueeze(1)
+        mean_item = old[:n].mean(0, keepdim=True) if n else old.new_zeros(1, old.size(1))
+        table[n:n_new] = torch.where(counts > 0, sums / counts.clamp_min(1), mean_item)
+        if init == "transr":
+            remap_full = remap[view.relation]
+            table[n:n_new] = _transr_rows(table, kge, n, m, view.head, remap_full, view.tail,
+                                          content, ridge)
+        new_emb = nn.Embedding(view.num_nodes, old.size(1)).to(device=weight.device,
+                                                                dtype=weight.dtype)
+        new_emb.weight.copy_(table.to(weight))
+        new_emb.weight.requires_grad_(weight.requires_grad)
+        kge.node_emb = new_emb
+        kge.num_nodes = view.num_nodes
+        enricher.node_emb = new_emb
+        enricher.replace_graph(extended)
+        dev = self.kg_head.device
+        self.kg_head, self.kg_relation, self.kg_tail, self.kg_ptr = (
+            head.to(dev), rel.to(dev), tail.to(dev), ptr.to(dev))
+        return m
+
 
 class _KGTables(nn.Module):
     """What both KG item embedders share: the graph part and access to its TransR and enricher."""
@@ -117,6 +246,11 @@ class _KGTables(nn.Module):
     @property
     def enricher(self) -> KGEnricher:
         return self.graph.enricher
+
+    def _add_graph_items(self, data: Any, init: str = "mean") -> int:
+        m = self.graph.add_items(data, init=init)
+        self.num_items += m
+        return m
 
     def kg_embeddings(self) -> Tensor:
         r""":math:`\mathbf{E}^{*}` of the items, ``[N, q]`` (detached with ``detach_kg``)."""
@@ -187,6 +321,31 @@ class KGItemEmbedder(_KGTables):
             nn.init.normal_(self.output.weight, std=self.init_std)
             nn.init.zeros_(self.output.bias)
 
+    @torch.no_grad()
+    def add_items(self, data: Any, init: str = "mean") -> int:
+        r"""Add the items that ``data`` appends to the model's graph (items ``N … N+M-1``; every
+        other node and every edge among existing nodes as in the graph the model was built on,
+        else a :class:`ValueError`); returns :math:`M`.
+
+        * The view gains the triples whose **head is a new item** (the new item aggregates its
+          KG neighbours, layer by layer, with the trained attention); triples from an existing
+          node to a new one are left out, so every existing node — and every existing item's
+          input and output rows — propagates exactly as before.
+        * :math:`\mathbf{e}^{(0)}` of a new item (its TransR row): ``init="mean"``, the mean of
+          the rows of its item and entity neighbours (without any: the mean item row);
+          ``init="transr"``, TransR's own least-squares fit of the row to the item's triples,
+          every other parameter fixed, shrunk towards that mean. Nothing is trained.
+        * The output fusion :math:`\hat{\mathbf{W}}, \hat{\mathbf{b}}` is shared by all items;
+          with ``connection=False`` the new items' ID rows are zero, so their score comes from
+          the graph alone.
+
+        Relations must be the model's; new entities or users are not supported.
+        """
+        m = self._add_graph_items(data, init)
+        if self.id is not None:
+            self.id.add_items(m, init="zeros")
+        return m
+
     def forward(self) -> ItemTables:
         kg = self.kg_embeddings()
         if self.id is not None:
@@ -232,6 +391,13 @@ class GatedKGItemEmbedder(_KGTables):
         self.id = IDEmbedder(num_items, hidden_size, init_std)
         self.fusion = build_fusion(fusion, hidden_size, self.graph.enricher.out_channels,
                                    hidden_size)
+
+    @torch.no_grad()
+    def add_items(self, data: Any, init: str = "mean") -> int:
+        """As :meth:`KGItemEmbedder.add_items`; the new items' ID rows are zero."""
+        m = self._add_graph_items(data, init)
+        self.id.add_items(m, init="zeros")
+        return m
 
     def forward(self) -> Tensor:
         ids = self.id()

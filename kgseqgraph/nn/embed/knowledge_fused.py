@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from .fusion import build_fusion
 from .id import IDEmbedder
-from .reduction import LinearProjection, pca_reduce
+from .reduction import LinearProjection, pca_basis
 
 __all__ = ["KnowledgeFusedEmbedder"]
 
@@ -40,16 +40,44 @@ class KnowledgeFusedEmbedder(nn.Module):
             if dim > min(num_items, feat_dim):
                 raise ValueError(f"PCA to {dim} dimensions needs at least {dim} items and "
                                  f"features, got {tuple(features.shape)}")
-            self.register_buffer("features", pca_reduce(features, dim, seed=seed) * scale)
+            # the fitted reduction (not saved: rebuilt from the same data), for add_items
+            self._reduce = (*pca_basis(features, dim, seed=seed), scale)
+            self.register_buffer("features", self._apply_reduction(features))
             self.project = None
         elif reduction == "linear":
             x = features.float()
-            self.register_buffer("features", x * (scale / x.std().clamp_min(1e-12)))
+            self._reduce = (None, None, None, scale / x.std().clamp_min(1e-12))
+            self.register_buffer("features", self._apply_reduction(x))
             self.project = LinearProjection(feat_dim, dim)
         else:
             raise ValueError(f"reduction must be 'pca' or 'linear', got {reduction!r}")
         self.fusion = build_fusion(fusion, dim, dim)
         self.dropout = nn.Dropout(feature_dropout)
+
+    def _apply_reduction(self, x: Tensor) -> Tensor:
+        """The reduction fitted at construction applied to raw features ``x`` (the same
+        operations as :func:`~kgseqgraph.nn.embed.reduction.pca_reduce` times the scale)."""
+        mean, components, pca_scale, scale = self._reduce
+        if components is None:
+            return x * scale
+        return ((x.double() - mean) @ components / pca_scale).to(x.dtype) * scale
+
+    @torch.no_grad()
+    def add_items(self, features: Tensor) -> None:
+        """Append items with raw features ``[M, F]``: reduced with the reduction fitted at
+        construction (the same PCA basis and scale, or the same rescaling), and **zero** ID
+        rows, so a new item is scored from its features alone."""
+        components = self._reduce[1]
+        in_dim = components.size(0) if components is not None else self.project.in_dim
+        if features.dim() != 2 or features.size(1) != in_dim:
+            raise ValueError(f"expected new item features [M, {in_dim}], got "
+                             f"{tuple(features.shape)}")
+        if not torch.isfinite(features).all():
+            raise ValueError("the new items' features hold NaN or inf (attach them first)")
+        new = self._apply_reduction(features.to(self.features.dtype).cpu())
+        self.features = torch.cat([self.features, new.to(self.features.device)])
+        self.ids.add_items(features.size(0), init="zeros")
+        self.num_items += features.size(0)
 
     def reduced(self) -> Tensor:
         """:math:`\\mathbf{E} \\in \\mathbb{R}^{N \\times D}`."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["pca_reduce", "LinearProjection"]
+__all__ = ["pca_reduce", "pca_basis", "LinearProjection"]
 
 
 def pca_reduce(x: Tensor, dim: int, whiten: bool = False, seed: int = 0,
@@ -40,12 +40,23 @@ def pca_reduce(x: Tensor, dim: int, whiten: bool = False, seed: int = 0,
     Raises:
         ValueError: ``x`` is not 2-D, or ``dim`` is out of range.
     """
+    mean, v, scale = pca_basis(x, dim, whiten, seed, exact_limit)
+    return ((x.double() - mean) @ v / scale).to(x.dtype)
+
+
+def pca_basis(x: Tensor, dim: int, whiten: bool = False, seed: int = 0,
+              exact_limit: int = 50_000_000) -> tuple[Tensor, Tensor, Tensor]:
+    """``(mean [1, F], components [F, D], scale)`` of :func:`pca_reduce` (float64), so that
+    ``(x - mean) @ components / scale`` is its output — and new rows (items added after the
+    reduction was fitted) are projected the same way. ``scale`` is a scalar tensor, or ``[D]``
+    with ``whiten``."""
     if x.dim() != 2:
         raise ValueError(f"pca_reduce expects a 2-D feature matrix, got shape {tuple(x.shape)}")
     n, f = x.shape
     if not 1 <= dim <= min(n, f):
         raise ValueError(f"dim must lie in [1, min(N, F)] = [1, {min(n, f)}], got {dim}")
-    xc = x.double() - x.double().mean(dim=0, keepdim=True)
+    mean = x.double().mean(dim=0, keepdim=True)
+    xc = x.double() - mean
     if n * f <= exact_limit:
         _, _, vh = torch.linalg.svd(xc, full_matrices=False)
         v = vh[:dim].t()
@@ -59,11 +70,8 @@ def pca_reduce(x: Tensor, dim: int, whiten: bool = False, seed: int = 0,
     sign = torch.where(v[idx, torch.arange(dim)] < 0, -1.0, 1.0).to(v.dtype)
     v = v * sign
     z = xc @ v
-    if whiten:
-        z = z / z.std(dim=0, keepdim=True).clamp_min(1e-12)
-    else:
-        z = z / z.std().clamp_min(1e-12)
-    return z.to(x.dtype)
+    scale = (z.std(dim=0) if whiten else z.std()).clamp_min(1e-12)
+    return mean, v, scale
 
 
 class LinearProjection(nn.Module):

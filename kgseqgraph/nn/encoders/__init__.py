@@ -2,20 +2,24 @@ r"""Sequence encoders: :math:`(\mathbf{X}[B, L, D], \mathbf{M}[B, L]) \mapsto \m
 
 All encoders share the :class:`SequenceEncoder` interface (see :mod:`.base` for the contract on
 padding, causality and positions). The Hugging Face adapters (:class:`HFT5Encoder`,
-:class:`HFGPT2Encoder`) are imported lazily: this package imports without ``transformers``.
+:class:`HFGPT2Encoder`) import ``transformers`` only when one is built, so this package imports
+without it. The same modules hold the whole language models the text recommenders are built on:
+:class:`~.hf_t5.T5LM` (KP4SR's encoder–decoder) and :class:`~.hf_gpt2.CausalLM` (LANCER's causal
+LM with prefix keys/values).
 
 Construct classes directly (``SASRecEncoder(hidden_size=64)``) or by name with
 :func:`build_encoder` (``build_encoder("sasrec", hidden_size=64)``).
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from .base import (EncoderConfig, HFBackboneEncoder, HFEncoderConfig, SequenceEncoder,
                    TransformerLayer, gather_last, left_align, positions_from_mask)
 from .bert4rec import BERT4RecConfig, BERT4RecEncoder
 from .gru4rec import GRU4RecConfig, GRU4RecEncoder
+from .hf_gpt2 import CausalLM, HFGPT2Encoder, HFGPT2EncoderConfig
+from .hf_t5 import T5LM, HFT5Encoder, HFT5EncoderConfig
 from .sasrec import SASRecConfig, SASRecEncoder
 
 __all__ = [
@@ -37,36 +41,21 @@ __all__ = [
     "HFT5Encoder",
     "HFGPT2EncoderConfig",
     "HFGPT2Encoder",
+    "T5LM",
+    "CausalLM",
     "ENCODERS",
     "register_encoder",
     "build_encoder",
 ]
 
-# lazily imported names -> defining module (they pull in transformers only when used)
-_LAZY = {
-    "HFT5Encoder": "hf_t5",
-    "HFT5EncoderConfig": "hf_t5",
-    "HFGPT2Encoder": "hf_gpt2",
-    "HFGPT2EncoderConfig": "hf_gpt2",
-}
-
-#: registry name -> class, or ``"module:ClassName"`` for lazily imported ones
-ENCODERS: dict[str, type[SequenceEncoder] | str] = {
+#: registry name -> encoder class
+ENCODERS: dict[str, type[SequenceEncoder]] = {
     "sasrec": SASRecEncoder,
     "bert4rec": BERT4RecEncoder,
     "gru4rec": GRU4RecEncoder,
-    "hf_t5": "hf_t5:HFT5Encoder",
-    "hf_gpt2": "hf_gpt2:HFGPT2Encoder",
+    "hf_t5": HFT5Encoder,
+    "hf_gpt2": HFGPT2Encoder,
 }
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register_encoder(name: str, cls: type[SequenceEncoder]) -> type[SequenceEncoder]:
@@ -81,12 +70,7 @@ def _resolve(name: str) -> type[SequenceEncoder]:
     key = name.lower()
     if key not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r}; known: {sorted(ENCODERS)}")
-    entry = ENCODERS[key]
-    if isinstance(entry, str):
-        module_name, cls_name = entry.split(":")
-        entry = getattr(importlib.import_module(f".{module_name}", __name__), cls_name)
-        ENCODERS[key] = entry
-    return entry
+    return ENCODERS[key]
 
 
 def build_encoder(name: str, config: Any = None, **kwargs: Any) -> SequenceEncoder:
