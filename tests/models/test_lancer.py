@@ -198,6 +198,35 @@ def test_llama_backbone_with_grouped_query_attention():
     assert model.score(HIST).shape == (3, N)
 
 
+def test_half_precision_checkpoint_trains_and_scores(tmp_path):
+    """A bf16 checkpoint (most current LLMs ship so) under float32 prompt layers: the prefix
+    keys/values are cast to the LM's dtype, Eq. 4 and scoring run, and the prompt gets a gradient."""
+    transformers = pytest.importorskip("transformers")
+    from kgseqgraph.prompts.lancer import item_texts
+    from kgseqgraph.prompts.tokenizers import build_word_tokenizer, word_vocabulary
+
+    tok = build_word_tokenizer(word_vocabulary(
+        item_texts(GRAPH, "title") + item_texts(GRAPH, "text")
+        + ["A user watched sequence of movies :"], always=["<sep>"]))
+    cfg = transformers.LlamaConfig(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16).save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    model = LANCER(LANCERConfig(num_items=N, max_len=4, pretrained=str(tmp_path),
+                                tokenizer="pretrained", separator="<sep>", prefix_length=3,
+                                num_beams=2, max_item_tokens=4), data=GRAPH)
+    assert model.lm.token_embeddings.dtype == torch.bfloat16
+    loss = model.knowledge_stage().loss({"items": torch.arange(3)})
+    loss = loss["loss"] if isinstance(loss, dict) else loss
+    loss.backward()
+    grads = [p.grad for p in model.prefix.parameters() if p.requires_grad]
+    assert torch.isfinite(loss) and any(g is not None and g.abs().sum() > 0 for g in grads)
+    assert model.eval().score(HIST).shape == (len(HIST), N)
+
+
 def test_trainer_runs_lancer_with_knowledge_pretraining():
     from kgseqgraph.data import leave_one_out
     from kgseqgraph.datasets import Synthetic

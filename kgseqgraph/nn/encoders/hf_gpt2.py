@@ -169,14 +169,17 @@ class CausalLM(nn.Module):
         return self.model.get_input_embeddings().weight
 
     def prefix_cache(self, prefix: list[tuple[Tensor, Tensor]] | None) -> Any:
-        """A fresh ``DynamicCache`` holding ``[(K_l, V_l)]`` (each ``[B, H_kv, P, d_h]``)."""
+        """A fresh ``DynamicCache`` holding ``[(K_l, V_l)]`` (each ``[B, H_kv, P, d_h]``), cast to
+        the LM's dtype (a bf16/fp16 checkpoint under float32 prompt layers; the cast keeps the
+        gradient to the prompt)."""
         from transformers import DynamicCache
 
         if prefix is None:
             return DynamicCache()
         if len(prefix) != self.num_layers:
             raise ValueError(f"prefix has {len(prefix)} layers, the LM {self.num_layers}")
-        return DynamicCache(ddp_cache_data=[(k, v) for k, v in prefix])
+        dtype = self.token_embeddings.dtype
+        return DynamicCache(ddp_cache_data=[(k.to(dtype), v.to(dtype)) for k, v in prefix])
 
     def run(self, embeds: Tensor, attention_mask: Tensor, positions: Tensor,
             cache: Any = None, use_cache: bool = False) -> Tensor:
