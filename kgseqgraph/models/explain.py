@@ -276,7 +276,9 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
 
     Args:
         model: a model built on the KG item embedder (KATRec, KG-SASRec, …), trained.
-        history: the user's items (node indices ``0 … N-1``), oldest first.
+        history: the user's items (node indices ``0 … N-1``), oldest first. Paths start at the
+            items the model reads (the newest ``model.serving_window`` of them); the whole
+            history is excluded from the ranking.
         item: the item to explain (default: the top-1 item, history excluded).
         data: the model's graph (its ``train_graph``), for raw ids, titles and relation names.
         k: number of paths.
@@ -292,7 +294,7 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
         ``names``, ``relations`` (the edge's relation identifier), ``alphas`` and ``edges``
         (indices into :func:`edge_attention`'s graph). ``df.attrs`` holds the item (``item``,
         ``item_raw_id``, ``item_name``), its ``item_score`` and rank for ``history``,
-        ``history``, ``max_length`` and the model's name.
+        ``history``, the ``window`` paths start from, ``max_length`` and the model's name.
     """
     import pandas as pd
 
@@ -323,7 +325,11 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
     graph = edge_attention(model)
     names = _Names(graph, data)
     item_node = graph.node_offsets["item"] + item
-    sources = torch.unique(hist) + graph.node_offsets["item"]
+    # paths start only at the items the model reads: its serving window (the newest
+    # ``serving_window`` items); older items cannot change the score, so they explain nothing
+    window = getattr(model, "serving_window", None)
+    read = hist[-window:] if window else hist
+    sources = torch.unique(read) + graph.node_offsets["item"]
     mask = None
     if through is not None:
         unknown = sorted(set(through) - set(graph.node_offsets))
@@ -357,7 +363,7 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
     df.attrs.update({
         "item": item, "item_raw_id": names.raw_id(item_node), "item_name": names.name(item_node),
         "item_score": float(scores[item]), "item_rank": int((ranked > ranked[item]).sum()) + 1,
-        "history": hist.tolist(), "max_length": max_length,
+        "history": hist.tolist(), "window": read.tolist(), "max_length": max_length,
         "through": None if through is None else list(through),
         "model": getattr(model, "model_name", type(model).__name__),
         "relation_labels": {n: relation_label(data, n)[0] for n in graph.relation_names}})

@@ -112,6 +112,21 @@ def test_explain_scores_paths_with_the_models_attention():
     assert len(explain(model, [A], item=C, data=data, max_length=1)) == 0
 
 
+def test_paths_start_only_at_the_items_the_model_reads():
+    """A history longer than the serving window: the older items cannot change the score, so no
+    path starts there (A, outside a window of two items; B and C read)."""
+    data = _tiny()
+    model = _model(data, max_len=2)  # SASRec-style next-item model: serving window 2
+    assert model.serving_window == 2
+    with torch.no_grad():
+        model.item_embedder.kge.rel_proj.zero_()
+        assert torch.equal(model.score(Sequences.from_lists([[A, B, C]], 3)),
+                           model.score(Sequences.from_lists([[B, C]], 3)))
+    df = explain(model, [A, B, C], item=C, data=data, k=5)
+    assert set(df["history_raw_id"]) == {"B"} and df.attrs["window"] == [B, C]
+    assert df.attrs["history"] == [A, B, C]
+
+
 @pytest.mark.parametrize("name,options", [("kg-gru4rec", {}), ("katrec", {}),
                                           ("katrec", {"wiring": "gated", "hidden_size": 8})])
 def test_every_model_on_the_kg_item_embedder_is_explained_by_its_attention(name, options):
