@@ -162,6 +162,15 @@ def test_add_items_refuses_another_graph(split):
         model.add_items(45)
 
 
+def test_add_items_needs_items_first_in_the_node_order(split):
+    """Other node orders propagate fine, but add_items numbers new items after the existing
+    ones at node 0: it says so instead of rejecting a valid graph as 'another graph'."""
+    model = build_model("katrec", split.train_graph,
+                        **{**SMALL_KG, "node_types": ["entity", "item", "user"]})
+    with pytest.raises(ValueError, match="'item' first"):
+        model.add_items(append_items(split.train_graph, ["n1"]))
+
+
 def test_cold_split_end_to_end():
     data = Synthetic(num_users=80, num_items=50, num_entities=10, num_relations=3,
                      seq_len=10)[0]

@@ -141,6 +141,10 @@ class _GraphPart(nn.Module):
             raise ValueError(f"init must be one of {NEW_ITEM_INITS}, got {init!r}")
         enricher, kge = self.enricher, self.kge
         node_types = list(enricher.node_offsets)
+        if enricher.node_offsets.get("item") != 0:
+            # the renumbering below puts new items right after the existing ones at node 0..n-1
+            raise ValueError(f"add_items needs 'item' first in the model's node types, got "
+                             f"{node_types}: build the model with node_types=['item', ...]")
         view = relational_view(data, tuple(node_types))
         n, n_new = enricher.node_counts["item"], view.node_counts["item"]
         m = n_new - n
