@@ -193,7 +193,7 @@ def deletion_test(model: Any, graph: Any, split: Any, pairs: int, seed: int,
                 s[history] = float("-inf")
                 logp = float(torch.log_softmax(s.double(), 0)[j])
                 res[name] = {"drop": float(base[j] - s[j]), "drop_logp": base_logp - logp,
-                             "rank": int((s > s[j]).sum()) + 1}
+                             "rank": int((s >= s[j]).sum())}  # ties count against j
             row["by_k"][str(k)] = {"facts": n, **res}
         rows.append(row)
         if len(rows) % 25 == 0:

@@ -362,7 +362,7 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
     df = pd.DataFrame(rows, columns=columns)
     df.attrs.update({
         "item": item, "item_raw_id": names.raw_id(item_node), "item_name": names.name(item_node),
-        "item_score": float(scores[item]), "item_rank": int((ranked > ranked[item]).sum()) + 1,
+        "item_score": float(scores[item]), "item_rank": int((ranked >= ranked[item]).sum()),
         "history": hist.tolist(), "window": read.tolist(), "max_length": max_length,
         "through": None if through is None else list(through),
         "model": getattr(model, "model_name", type(model).__name__),
