@@ -50,7 +50,8 @@ MAIN_METRICS = [("test", "HR@5"), ("test", "HR@10"), ("test", "NDCG@5"), ("test"
 SAMPLED = "sampled-100"
 #: the other results' folders (``main`` may point them elsewhere)
 RESULT_DIRS = {"coldstart": REPO / "benchmarks" / "results" / "coldstart",
-               "explain": REPO / "benchmarks" / "results" / "explain"}
+               "explain": REPO / "benchmarks" / "results" / "explain",
+               "text": REPO / "benchmarks" / "results" / "text"}
 
 
 # --------------------------------------------------------------------------------- data
@@ -408,7 +409,6 @@ def kge_block(kge_dir: Path = KGE_DIR) -> str:
 
 
 # --------------------------------------------------------------------------------- text models
-TEXT_DIR = REPO / "benchmarks" / "results" / "text"
 # the records each text-model section of docs/results.md plans, in table order
 TEXT_PLAN = {
     "kp4sr": [("kp4sr", "KP4SR (random-init T5)"),
@@ -427,22 +427,12 @@ TEXT_PLAN = {
 }
 
 
-def load_text_runs(dataset: str, text_dir: Path = TEXT_DIR) -> dict[str, list[dict[str, Any]]]:
-    """``{record name: [run, …] sorted by seed}`` of ``text_dir/<dataset>/<name>_seed<s>.json``."""
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    folder = text_dir / dataset
-    for path in sorted(folder.glob("*_seed*.json")) if folder.is_dir() else []:
-        run = json.loads(path.read_text())
-        out[run["model"]].append(run)
-    return {n: sorted(rs, key=lambda r: r["seed"]) for n, rs in out.items()}
-
-
 def text_block(model: str, dataset: str, results: dict[str, Any],
-               text_dir: Path = TEXT_DIR) -> str:
+               text_runs: dict[str, Any]) -> str:
     """The planned records of one text model (``TEXT_PLAN``) with the accuracy benchmark's
     SASRec and popularity rows (all users) for reference; planned records without a file are
-    listed as not run."""
-    runs = load_text_runs(dataset, text_dir)
+    listed as not run. ``text_runs``: :func:`load_runs` of ``benchmarks/results/text``."""
+    runs = text_runs.get(dataset, {})
     header = ["record", "users", "seeds", "test HR@5", "test HR@10", "test NDCG@5",
               "test NDCG@10", "test MRR", "valid NDCG@10", "best / run epochs", "CPU min / run"]
     rows, used, missing = [], [], []
@@ -484,7 +474,7 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return recbole_block()
     if kind == "text" and arg:
         model, _, dataset = arg.partition(":")
-        return text_block(model, dataset or "ml-100k", results)
+        return text_block(model, dataset or "ml-100k", results, load_runs(RESULT_DIRS["text"]))
     if kind == "accuracy" and arg:
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
@@ -752,8 +742,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="write nothing; exit 1 (with a diff) when a file would change")
     ap.add_argument("--coldstart-dir", default=str(RESULT_DIRS["coldstart"]))
     ap.add_argument("--explain-dir", default=str(RESULT_DIRS["explain"]))
+    ap.add_argument("--text-dir", default=str(RESULT_DIRS["text"]))
     args = ap.parse_args(argv)
-    RESULT_DIRS.update(coldstart=Path(args.coldstart_dir), explain=Path(args.explain_dir))
+    RESULT_DIRS.update(coldstart=Path(args.coldstart_dir), explain=Path(args.explain_dir),
+                       text=Path(args.text_dir))
     results_dir = Path(args.results_dir)
     results = load_results(results_dir)
     png = Path(args.png)

@@ -1,12 +1,12 @@
 """What ``kp4sr_ml100k.py`` and ``lancer_ml100k.py`` share: the command line, an optional user
-subset, training through the one Trainer (popularity is fitted, not trained), and one accuracy
-record per run in the schema of ``benchmarks/results/accuracy/<dataset>/<name>_seed<seed>.json``
+subset, the reference models' options, training through the one Trainer (popularity is fitted,
+not trained), and one run record per run at ``<results-dir>/<model>[-<variant>]_seed<seed>.json``
 (dataset, model, seed, config, best_epoch, epochs_run, valid, test, wall_seconds, cpu_seconds,
-git_commit, command, versions, date)."""
+git_commit, dirty, command, versions, date), e.g. under ``benchmarks/results/text/ml-100k``."""
 from __future__ import annotations
 
 import argparse
-import datetime
+import dataclasses
 import json
 import logging
 import os
@@ -19,6 +19,10 @@ from typing import Any
 import torch
 
 log = logging.getLogger("kgseqgraph")
+
+#: the reference rows every text-model example can also run (``--model sasrec`` / ``pop``)
+REFERENCE_DEFAULTS: dict[str, dict[str, Any]] = {"sasrec": dict(max_len=50, hidden_size=64),
+                                                 "pop": {}}
 
 
 def parser(description: str, models: list[str], default: str) -> argparse.ArgumentParser:
@@ -64,17 +68,15 @@ def user_subset(data: Any, users: int, seed: int) -> Any:
 def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
         argv: list[str] | None = None) -> dict[str, Any]:
     """Train (or fit) ``args.model`` on ML-100K and return (and optionally write) its record."""
+    from kgseqgraph.cli import parse_options
     from kgseqgraph.data import leave_one_out
     from kgseqgraph.datasets.registry import load_dataset
     from kgseqgraph.models import build_model
     from kgseqgraph.training import TrainConfig, Trainer, seed_everything
-    from kgseqgraph.cli import parse_options
-    from kgseqgraph.training.trainer import versions
+    from kgseqgraph.utils.io import atomic_write_bytes
+    from kgseqgraph.utils.provenance import git_commit, utc_now, versions
 
     torch.set_num_threads(args.threads)
-    from kgseqgraph.utils.io import atomic_write_bytes
-    from kgseqgraph.utils.provenance import git_commit
-
     # the code that runs, not what the tree holds when it ends
     commit = git_commit(Path(__file__).resolve().parents[1])
     root = args.root or os.path.join(os.environ.get("KGSEQGRAPH_DATA", "."), "ml-100k")
@@ -104,8 +106,6 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
         model.fit(split.train)
         best_epoch, epochs_run, extra = 0, 0, {}
         valid, test = trainer.evaluate("valid"), trainer.evaluate("test")
-    import dataclasses
-
     record = {
         "dataset": "ml-100k", "model": args.model + (f"-{args.variant}" if args.variant else ""),
         "seed": args.seed,
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
         "git_commit": commit["commit"], "dirty": commit["dirty"],
         "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(
             argv if argv is not None else sys.argv[1:])]),
-        "versions": versions(), "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "versions": versions(), "date": utc_now(),
         **extra,
     }
     if args.results_dir:
@@ -133,8 +133,6 @@ def run(args: argparse.Namespace, defaults: dict[str, dict[str, Any]],
 
 
 def _fields(name: str) -> set[str]:
-    import dataclasses
-
     from kgseqgraph.models import MODEL_REGISTRY
 
     return {f.name for f in dataclasses.fields(MODEL_REGISTRY[name].config_class)}

@@ -24,13 +24,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _accuracy_runs import parser, run, summary  # noqa: E402
+from _accuracy_runs import REFERENCE_DEFAULTS, parser, run, summary  # noqa: E402
 
 DEFAULTS = {
     "kp4sr": dict(max_len=5, d_model=64, d_ff=256, num_layers=2, num_decoder_layers=2,
                   num_heads=4, d_kv=16, degree=3, hops=2, max_tokens=160, num_beams=20),
-    "sasrec": dict(max_len=50, hidden_size=64),
-    "pop": {},
+    **REFERENCE_DEFAULTS,
 }
 
 

@@ -27,13 +27,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _accuracy_runs import parser, run, summary  # noqa: E402
+from _accuracy_runs import REFERENCE_DEFAULTS, parser, run, summary  # noqa: E402
 
 DEFAULTS = {
     "lancer": dict(max_len=10, hidden_size=64, num_layers=2, num_heads=2, prefix_length=20,
                    knowledge_pretrain_epochs=5, knowledge_lr=1e-3, num_beams=10),
-    "sasrec": dict(max_len=50, hidden_size=64),
-    "pop": {},
+    **REFERENCE_DEFAULTS,
 }
 
 

@@ -130,6 +130,20 @@ def _keys(n: int, generator: torch.Generator | None) -> Tensor:
             else torch.arange(n, dtype=torch.float64))
 
 
+def _first_k_per_owner(values: Tensor, owner: Tensor, num_owners: int, k: int,
+                       generator: torch.Generator | None) -> Tensor:
+    """``[num_owners, k]``: up to ``k`` of each owner's ``values``, a uniform draw without
+    replacement (``generator``) or the first ``k`` in the given order (``None``); ``-1`` pads."""
+    order = torch.argsort(_keys(values.numel(), generator), stable=True)
+    order = order[torch.argsort(owner[order], stable=True)]
+    values, owner = values[order], owner[order]
+    rank = _rank_in_segment(owner)
+    keep = rank < k
+    out = torch.full((num_owners, k), -1, dtype=torch.long)
+    out[owner[keep], rank[keep]] = values[keep]
+    return out
+
+
 def sample_neighbors(graph: RelationalGraph, heads: Tensor, k: int,
                      generator: torch.Generator | None = None) -> Tensor:
     """Up to ``k`` triples of each head: a uniform draw without replacement (``generator``) or the
@@ -142,15 +156,7 @@ def sample_neighbors(graph: RelationalGraph, heads: Tensor, k: int,
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
     edges, owner, _ = _segments(graph, heads)
-    key = _keys(edges.numel(), generator)
-    order = torch.argsort(key, stable=True)
-    order = order[torch.argsort(owner[order], stable=True)]
-    edges, owner = edges[order], owner[order]
-    rank = _rank_in_segment(owner)
-    keep = rank < k
-    out = torch.full((heads.numel(), k), -1, dtype=torch.long)
-    out[owner[keep], rank[keep]] = edges[keep]
-    return out
+    return _first_k_per_owner(edges, owner, heads.numel(), k, generator)
 
 
 def sample_relation_tails(graph: RelationalGraph, heads: Tensor, k: int,
@@ -179,13 +185,4 @@ def sample_relation_tails(graph: RelationalGraph, heads: Tensor, k: int,
     first[1:] = g_sorted[1:] != g_sorted[:-1]
     chosen = order[first]                           # one edge per group, groups by (owner, rel)
     # up to k groups per head: random order, or relation order
-    g_owner = owner[chosen]
-    gkey = _keys(chosen.numel(), generator)
-    gorder = torch.argsort(gkey, stable=True)
-    gorder = gorder[torch.argsort(g_owner[gorder], stable=True)]
-    chosen, g_owner = chosen[gorder], g_owner[gorder]
-    rank = _rank_in_segment(g_owner)
-    keep = rank < k
-    out = torch.full((heads.numel(), k), -1, dtype=torch.long)
-    out[g_owner[keep], rank[keep]] = edges[chosen[keep]]
-    return out
+    return _first_k_per_owner(edges[chosen], owner[chosen], heads.numel(), k, generator)

@@ -327,8 +327,7 @@ def explain(model: Any, history: Sequence[int] | Tensor, item: int | None = None
     item_node = graph.node_offsets["item"] + item
     # paths start only at the items the model reads: its serving window (the newest
     # ``serving_window`` items); older items cannot change the score, so they explain nothing
-    window = getattr(model, "serving_window", None)
-    read = hist[-window:] if window else hist
+    read = hist[-model.serving_window:]
     sources = torch.unique(read) + graph.node_offsets["item"]
     mask = None
     if through is not None:

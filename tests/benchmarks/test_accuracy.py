@@ -321,3 +321,40 @@ def test_generation_is_deterministic_and_draws_the_figure(fake_results, tmp_path
     doc.write_text("<!-- generated:nonsense begin -->\n<!-- generated:nonsense end -->\n")
     with pytest.raises(ValueError, match="unknown generated block"):
         M.main(args)
+
+
+def test_ablation_delta_pairs_each_variant_run_with_the_full_model_of_its_seed(tmp_path):
+    runs = [_fake_run("yelp", "katrec", 0, 0.03, _metrics(0.02), 15),
+            _fake_run("yelp", "katrec", 1, 0.03, _metrics(0.04), 15),
+            _fake_run("yelp", "katrec-noatten", 1, 0.03, _metrics(0.03), 12, variant="noatten"),
+            _fake_run("yelp", "katrec-level1", 5, 0.03, _metrics(0.03), 12, variant="level1")]
+    results = {"yelp": {}}
+    for r in runs:
+        results["yelp"].setdefault(r["name"], []).append(r)
+    abl = M.ablation_block("yelp", results)
+    row = next(ln for ln in abl.splitlines() if ln.startswith("| noatten |"))
+    assert "| -0.0100 |" in row  # 0.03 - 0.04 on seed 1, not 0.03 - mean(0.02, 0.04) = 0
+    row = next(ln for ln in abl.splitlines() if ln.startswith("| level1 |"))
+    assert "| – |" in row  # no full-model run of seed 5 to pair with
+
+
+def test_text_block_lists_records_references_and_planned_runs_not_yet_run(tmp_path):
+    folder = tmp_path / "text" / "ml-100k"
+    folder.mkdir(parents=True)
+    for name, seed, users, ndcg in [("kp4sr", 0, None, 0.01), ("kp4sr", 1, None, 0.03),
+                                    ("kp4sr-notree", 0, 100, 0.02)]:
+        record = {"dataset": "ml-100k", "model": name, "seed": seed, "config": {"users": users},
+                  "valid": {"NDCG@10": ndcg}, "test": _metrics(ndcg), "best_epoch": 2,
+                  "epochs_run": 3, "cpu_seconds": 120.0, "git_commit": "0123456789ab",
+                  "dirty": False}
+        (folder / f"{name}_seed{seed}.json").write_text(json.dumps(record))
+    results = {"ml-100k": {"sasrec": [_fake_run("ml-100k", "sasrec", 0, 0.1, _metrics(0.1), 9)]}}
+    block = M.text_block("kp4sr", "ml-100k", results, M.load_runs(tmp_path / "text"))
+    rows = [ln for ln in block.splitlines() if ln.startswith("| ")]
+    assert rows[1].startswith("| KP4SR (random-init T5) | all | 0,1 | ")
+    assert "| 0.0200 ± 0.0141 |" in rows[1] and rows[1].endswith("| 2/3, 2/3 | 2.0 |")
+    assert rows[2].startswith("| KP4SR without the tree mask (ablation) | 100 | 0 |")
+    assert rows[3].startswith("| SASRec (accuracy benchmark) | all | 0 |")
+    assert "Not run yet: `kp4sr-noprompts`, `kp4sr-classifier`." in block
+    assert "Code at commit" in block
+    assert "No committed runs yet." in M.text_block("lancer", "ml-100k", {}, {})
