@@ -284,7 +284,9 @@ def git_state() -> dict[str, Any]:
                      ":(exclude)benchmarks/results")
         return {"git_commit": commit, "dirty": bool(status)}
     except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "dirty": None}
+        # a copy of the tree without .git (a GPU machine): the commit it was copied from, if the
+        # launcher names it (benchmarks/gpu_yelp.sh); whether it was dirty is unknown then
+        return {"git_commit": os.environ.get("KGSEQGRAPH_GIT_COMMIT") or None, "dirty": None}
 
 
 def git_commit_file(path: Path, message: str, attempts: int = 20) -> None:
@@ -546,6 +548,8 @@ def run(spec: RunSpec, *, root: str | None, threads: int, device: str, run_dir: 
         "threads": torch.get_num_threads(),
         "device": str(trainer.device),
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                    "gpu": (torch.cuda.get_device_name(trainer.device)
+                            if trainer.device.type == "cuda" else None),
                     "loadavg_start": load_start, "loadavg_end": list(os.getloadavg()),
                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
                                          / 1024.0, 1)},
