@@ -211,6 +211,11 @@ def select_point(out_dir: Path, dataset: str, model: str) -> dict[str, Any]:
                         .relative_to(out_dir / dataset))}
 
 
+#: ``selection["by"]`` of a run whose grid point was named with ``--point`` (not selected by
+#: tuning on its dataset; such a run needs ``--variant`` so that its name says so).
+NAMED_POINT = "named with --point, not tuned on this dataset"
+
+
 def resolve(dataset: str, model: str, seed: int, *, variant: str | None = None,
             point: dict[str, Any] | None = None, sets: dict[str, Any] | None = None,
             train_sets: dict[str, Any] | None = None, epochs: int | None = None,
@@ -241,9 +246,10 @@ def resolve(dataset: str, model: str, seed: int, *, variant: str | None = None,
         known = C.VARIANTS.get(model, {})
         if variant in known:
             variant_options = known[variant]
-        elif not (sets or train_sets):
+        elif not (sets or train_sets or (selection or {}).get("by") == NAMED_POINT):
             raise SystemExit(f"unknown variant {variant!r} of {model}; configured: "
-                             f"{sorted(known)} (an ad-hoc variant needs --set/--train)")
+                             f"{sorted(known)} (an ad-hoc variant needs --set/--train or a "
+                             "--point)")
         options = deep_merge(options, variant_options)
     elif sets or train_sets:
         raise SystemExit("--set/--train change the configuration: name the run with --variant "
@@ -278,15 +284,17 @@ def git_state() -> dict[str, Any]:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
                               check=True).stdout.strip()
+    # a copy of the tree on another machine (benchmarks/gpu_yelp.sh) may carry a .git of an
+    # older commit, or none: the launcher names the commit it copied
+    launcher = {"launcher_commit": os.environ["KGSEQGRAPH_GIT_COMMIT"]} if os.environ.get(
+        "KGSEQGRAPH_GIT_COMMIT") else {}
     try:
         commit = git("rev-parse", "HEAD")
         status = git("status", "--porcelain", "--untracked-files=no", "--", ".",
                      ":(exclude)benchmarks/results")
-        return {"git_commit": commit, "dirty": bool(status)}
+        return {"git_commit": commit, "dirty": bool(status), **launcher}
     except (OSError, subprocess.CalledProcessError):
-        # a copy of the tree without .git (a GPU machine): the commit it was copied from, if the
-        # launcher names it (benchmarks/gpu_yelp.sh); whether it was dirty is unknown then
-        return {"git_commit": os.environ.get("KGSEQGRAPH_GIT_COMMIT") or None, "dirty": None}
+        return {"git_commit": launcher.get("launcher_commit"), "dirty": None, **launcher}
 
 
 def git_commit_file(path: Path, message: str, attempts: int = 20) -> None:
@@ -740,6 +748,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 raise SystemExit("--point outside --tune changes the configuration: name the run "
                                  "with --variant")
             point = points[args.point]
+            selection = {"point_id": args.point, "point": point, "by": NAMED_POINT}
         else:
             try:
                 selection = select_point(out_dir, args.dataset, args.model)

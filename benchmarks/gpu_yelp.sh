@@ -2,23 +2,25 @@
 # The Yelp accuracy sweep (benchmarks/accuracy.py, the same settings as on CPU) on one GPU, many
 # runs at once, inside a fixed time budget: the tuning grid of the listed models first, then their
 # final seeds (seed 0 is copied from the selected grid point, as always). Runs that finish write
-# their result JSON; a run still going at the deadline is stopped and leaves nothing. Running it
-# again on the same machine skips every run whose JSON exists (the sweep's usual resume).
+# their result JSON; a run still going at the deadline is stopped and leaves nothing but its log
+# (epoch times included). Running it again skips every run whose JSON the tree holds.
 #
 #   KGSEQGRAPH_DATA=... bash benchmarks/gpu_yelp.sh OUT_DIR [BUDGET_SECONDS] [JOBS] [MODEL ...]
 #
-# OUT_DIR receives results.tar.gz (the result JSONs, under accuracy/yelp/) and logs.tar.gz (one
-# log a run, the environment, the CUDA tests' junit file when --cuda-tests ran). Results go to
-# $RESULTS (default .devruns/accuracy, outside git's view) so that a warm machine keeps them
-# between calls; copy them into benchmarks/results/accuracy/ to tabulate them.
+# OUT_DIR receives results.tar.gz (the result JSONs written by this call, paths relative to the
+# repository root: untar it there) and logs.tar.gz (one log a run, the environment, the CUDA
+# tests' junit file when CUDA_TESTS=1). Results go to $RESULTS (default the committed
+# benchmarks/results/accuracy), so runs already committed are skipped: a GPU machine keeps
+# nothing between calls (seen 2026-12-04), the working tree it receives is what carries progress.
+# Environment: PYTHON, DATASET (yelp), DEVICE (cuda), CUDA_TESTS=1 and CUDA_TESTS_SECONDS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:?usage: gpu_yelp.sh OUT_DIR [BUDGET_SECONDS] [JOBS] [MODEL ...]}"
 BUDGET="${2:-520}"; JOBS="${3:-10}"; shift $(( $# < 3 ? $# : 3 ))
 MODELS=("$@"); [ ${#MODELS[@]} -eq 0 ] && MODELS=(katrec bert4rec sasrec kg-sasrec gru4rec pop)
-RESULTS="${RESULTS:-.devruns/accuracy}"; DATASET="${DATASET:-yelp}"; DEVICE="${DEVICE:-cuda}"
+RESULTS="${RESULTS:-benchmarks/results/accuracy}"; DATASET="${DATASET:-yelp}"; DEVICE="${DEVICE:-cuda}"
 START=$(date +%s); DEADLINE=$((START + BUDGET))
-mkdir -p "$OUT" "$RESULTS" .devruns/logs
+mkdir -p "$OUT" "$RESULTS" .devruns/logs; touch .devruns/start
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 [ -f .devdata/COMMIT ] && export KGSEQGRAPH_GIT_COMMIT="$(cat .devdata/COMMIT)"
@@ -34,7 +36,7 @@ run_jobs() {  # stdin: one command a line; each runs on the GPU under what is le
     t=$(( '"$DEADLINE"' - $(date +%s) )); [ "$t" -gt 10 ] || exit 0
     log=.devruns/logs/$(echo "{}" | md5sum | cut -c1-10).log
     echo "{}" > "$log"
-    timeout -s INT -k 10 "$t" {} --device '"$DEVICE"' --out-dir '"$RESULTS"' -q >> "$log" 2>&1
+    timeout -s INT -k 10 "$t" {} --device '"$DEVICE"' --out-dir '"$RESULTS"' >> "$log" 2>&1
     echo "rc=$? $(date -u +%T) {}"'
 }
 plan() {  # kind -> commands for the listed models
@@ -51,6 +53,6 @@ echo "== tune ($(left)s left)"; plan tune | run_jobs
 echo "== final ($(left)s left)"; plan final | run_jobs
 wait
 echo "== done ($(left)s left)"
-tar -czf "$OUT/results.tar.gz" -C "$(dirname "$RESULTS")" "$(basename "$RESULTS")"
+find "$RESULTS" -name "*.json" -newer .devruns/start -print0 | tar -czf "$OUT/results.tar.gz" --null -T -
 tar -czf "$OUT/logs.tar.gz" -C .devruns logs
 ls "$RESULTS/$DATASET" 2>/dev/null | sed 's/^/  /'

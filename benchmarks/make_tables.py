@@ -115,13 +115,37 @@ def _converged(runs: list[dict[str, Any]]) -> str:
     return "yes" if not bad else f"no: seed{'s' if len(bad) > 1 else ''} " + ", ".join(bad)
 
 
+def _on_gpu(run: dict[str, Any]) -> bool:
+    return str(run.get("device", "cpu")).startswith("cuda")
+
+
 def _cpu_minutes(runs: list[dict[str, Any]]) -> str:
-    return f"{statistics.fmean(r['cpu_seconds'] for r in runs) / 60:.1f}"
+    """Mean CPU minutes of the runs on the CPU; runs on a GPU are listed with their wall
+    minutes and the GPU's name (a GPU run's CPU time measures nothing comparable)."""
+    cpu = [r for r in runs if not _on_gpu(r)]
+    parts = [f"{statistics.fmean(r['cpu_seconds'] for r in cpu) / 60:.1f}"] if cpu else []
+    gpu = [r for r in runs if _on_gpu(r)]
+    if gpu:
+        names = sorted({(r.get("machine") or {}).get("gpu") or "a GPU" for r in gpu})
+        seeds = ", ".join(str(r["seed"]) for r in gpu)
+        parts.append(f"seed{'s' if len(gpu) > 1 else ''} {seeds} on {' / '.join(names)}: "
+                     f"{statistics.fmean(r['wall_seconds'] for r in gpu) / 60:.1f} wall")
+    return "; ".join(parts)
+
+
+def _named_point(run: dict[str, Any]) -> bool:
+    """A run of the base configuration at a grid point named on the command line (``--point``
+    with a ``--variant`` naming it) instead of the point tuning chose on its dataset."""
+    grid = run.get("grid") or {}
+    return (run.get("variant") is not None and not grid.get("variant_options")
+            and not grid.get("set") and not grid.get("train_set")
+            and (grid.get("selection") or {}).get("by") == A.NAMED_POINT)
 
 
 def _point(runs: list[dict[str, Any]]) -> str:
     ids = sorted({r["grid"]["point_id"] for r in runs})
-    return ", ".join(f"`{i}`" for i in ids)
+    text = ", ".join(f"`{i}`" for i in ids)
+    return text + " (named, not tuned here)" if any(_named_point(r) for r in runs) else text
 
 
 def _label(name: str) -> str:
@@ -134,8 +158,11 @@ def _label(name: str) -> str:
 
 
 def _main_rows(names: dict[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
-    rows = [(n, rs) for n, rs in names.items() if rs[0].get("variant") is None]
-    return sorted(rows, key=lambda x: C.model_order(x[0]))
+    """The main table's rows: every base model, and a base configuration run at a named grid
+    point (``_named_point``) where its model has no tuned runs on the dataset."""
+    rows = [(n, rs) for n, rs in names.items() if rs[0].get("variant") is None
+            or (_named_point(rs[0]) and rs[0]["model"] not in names)]
+    return sorted(rows, key=lambda x: (C.model_order(x[1][0]["model"]), x[0]))
 
 
 def _provenance(runs: list[dict[str, Any]]) -> str:
@@ -315,18 +342,27 @@ def summary_block(results: dict[str, Any]) -> str:
     stamp = _stamp("`benchmarks/results/accuracy`")
     if not datasets:
         return stamp + NONE_YET + " Tables: `docs/results.md`.\n"
-    names = sorted({n for d in datasets for n, _ in _main_rows(results[d])}, key=C.model_order)
-    rows = []
-    for name in names:
+    # one row a model; a run at a named (untuned) point stands in its model's row, marked
+    by_model: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for d in datasets:
+        for _, runs in _main_rows(results[d]):
+            by_model[runs[0]["model"]][d] = runs
+    rows, marked = [], False
+    for model in sorted(by_model, key=C.model_order):
         cells = []
         for d in datasets:
-            runs = results[d].get(name)
-            cells.append(fmt_mean_sd(_values(runs, "test", "NDCG@10")) if runs else "–")
-        rows.append([_label(name)] + cells)
+            runs = by_model[model].get(d)
+            cell = fmt_mean_sd(_values(runs, "test", "NDCG@10")) if runs else "–"
+            if runs and _named_point(runs[0]):
+                cell, marked = cell + " †", True
+            cells.append(cell)
+        rows.append([_label(model)] + cells)
+    note = ("\n† not tuned on this dataset: a grid point named on the command line (the table "
+            "in `docs/results.md` names it).\n" if marked else "")
     return (stamp + "Test NDCG@10 (full ranking, history excluded, pessimistic ties; mean ± sd "
             "over seeds). Every number, its configuration and command: `docs/results.md` and "
             "`benchmarks/results/accuracy/`.\n\n"
-            + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)))
+            + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)) + note)
 
 
 KGE_DIR = REPO / "benchmarks" / "results" / "kge"

@@ -358,3 +358,41 @@ def test_text_block_lists_records_references_and_planned_runs_not_yet_run(tmp_pa
     assert "Not run yet: `kp4sr-noprompts`, `kp4sr-classifier`." in block
     assert "Code at commit" in block
     assert "No committed runs yet." in M.text_block("lancer", "ml-100k", {}, {})
+
+
+def test_a_named_point_runs_under_its_variant_name_and_is_marked(runs):
+    """``--point`` outside tuning with a variant name and no option changes: the base model at
+    that point, recorded as named (not selected by tuning), never copied from a tuning run."""
+    with pytest.raises(SystemExit, match="--set/--train or a --point"):
+        A.resolve("synthetic", "sasrec", 1, variant="nonsense", point={}, out_dir=runs)
+    A.main(["--dataset", "synthetic", "--model", "sasrec", "--variant", "other-point",
+            "--point", "lr0.001_dropout0.2", "--seed", "0", "--epochs", "1", "--out-dir",
+            str(runs), "-q"])
+    r = _read(runs / "synthetic" / "sasrec-other-point_seed0.json")
+    assert r["grid"]["selection"]["by"] == A.NAMED_POINT and "from_tuning" not in r
+    assert r["grid"]["point_id"] == "lr0.001_dropout0.2" and r["epochs_run"] == 1
+    assert M._named_point(r) and not M._named_point(_read(runs / "synthetic" /
+                                                          "sasrec_seed0.json"))
+
+
+def test_named_point_rows_and_gpu_cost_in_the_tables():
+    def named(seed: int, test: float) -> dict:
+        r = _fake_run("yelp", "katrec-b4p", seed, 0.03, _metrics(test), 15, variant="b4p")
+        r["grid"]["selection"] = {"by": A.NAMED_POINT}
+        return r
+
+    sasrec = [_fake_run("yelp", "sasrec", s, 0.05, _metrics(0.04), 20, cpu=120.0)
+              for s in (0, 1)]
+    sasrec[0].update(device="cuda:0", wall_seconds=90.0, machine={"gpu": "NVIDIA H200"})
+    results = {"yelp": {"sasrec": sasrec, "katrec-b4p": [named(0, 0.02), named(1, 0.04)]}}
+    table = M.accuracy_block("yelp", results)
+    row = next(ln for ln in table.splitlines() if ln.startswith("| KATRec (b4p) |"))
+    assert "(named, not tuned here)" in row and "| 0.0300 ± 0.0141 |" in row
+    row = next(ln for ln in table.splitlines() if ln.startswith("| SASRec |"))
+    assert row.endswith("| 2.0; seed 0 on NVIDIA H200: 1.5 wall |")  # CPU min of seed 1 only
+    summary = M.summary_block(results)
+    assert "| KATRec | 0.0300 ± 0.0141 † |" in summary and "† not tuned" in summary
+    # once the model has tuned runs, the named-point run leaves the main table
+    results["yelp"]["katrec"] = [_fake_run("yelp", "katrec", 0, 0.03, _metrics(0.05), 15)]
+    assert "(b4p)" not in M.accuracy_block("yelp", results)
+    assert "†" not in M.summary_block(results)
