@@ -102,17 +102,26 @@ def trained_model(dataset: str, seed: int, data: Any, split: Any, cache: Path | 
     spec = A.resolve(dataset, MODEL, seed, point=POINT, epochs=BUDGETS[dataset]["epochs"],
                      patience=BUDGETS[dataset]["patience"], out_dir=REPO / C.RESULTS_DIR)
     spec.model_options.update(OPTION_OVERRIDES.get(dataset, {}))
+    cfg = TrainConfig(**{**spec.train_options, "device": "cpu", "num_threads": threads,
+                         "progress": False, "sampled_negatives": None, "output_dir": None})
     info_file = cache / "training.json" if cache is not None else None
     if info_file is not None and info_file.exists():
         info = json.loads(info_file.read_text())
-        if info["config"]["model"] == json.loads(json.dumps(spec.model_options)):
+        # the cached model serves only the same model options, training options and budget
+        # (the thread count does not change what is trained)
+        wanted = json.loads(json.dumps({"model": spec.model_options, "train": cfg.to_dict(),
+                                        "budget": BUDGETS[dataset]}))
+        cached = {k: info["config"].get(k) for k in wanted}
+        for c in (wanted, cached):
+            if isinstance(c.get("train"), dict):
+                c["train"] = {k: v for k, v in c["train"].items() if k != "num_threads"}
+        if cached == wanted:
             model = SequentialRecommender.from_pretrained(cache / "model",
                                                           data=split.train_graph)
             log.info("read the trained model from %s", cache)
             return model.eval(), {**info, "from_cache": True}
+        log.info("the cached model in %s was trained otherwise: training again", cache)
     seed_everything(seed)
-    cfg = TrainConfig(**{**spec.train_options, "device": "cpu", "num_threads": threads,
-                         "progress": False, "sampled_negatives": None, "output_dir": None})
     model = build_model(MODEL, split.train_graph, **spec.model_options)
     t0 = time.process_time()
     result = Trainer(model, split, cfg).fit()

@@ -74,6 +74,12 @@ def test_faithfulness_json_and_blocks(tmp_path, monkeypatch):
              "--model-cache", str(tmp_path / "cache")])
     again = json.loads((out / "synthetic" / "katrec_seed0.json").read_text())
     assert again["training"]["from_cache"] and again["pairs"] == run["pairs"]
+    # a model trained under another budget is not reused
+    monkeypatch.setitem(FA.BUDGETS, "synthetic", {"epochs": 1, "patience": None})
+    FA.main(["--dataset", "synthetic", "--pairs", "6", "--out-dir", str(out), "--overwrite",
+             "--model-cache", str(tmp_path / "cache")])
+    third = json.loads((out / "synthetic" / "katrec_seed0.json").read_text())
+    assert not third["training"]["from_cache"] and third["training"]["epochs_run"] == 1
     runs = M.load_runs(out)
     text = M.faithfulness_block(runs, datasets=("synthetic",))
     assert "synthetic, KATRec" in text and "| 10 |" in text
