@@ -297,6 +297,18 @@ def git_state() -> dict[str, Any]:
         return {"git_commit": launcher.get("launcher_commit"), "dirty": None, **launcher}
 
 
+_STATE_AT_START: dict[Path, dict[str, Any]] = {}
+
+
+def code_state() -> dict[str, Any]:
+    """:func:`git_state` as it was the first time this process asked (each script's ``main``
+    asks first): the code a run imported. A long run's tree moves on while it trains (other runs
+    commit their results, a developer commits), so the state at the end names the wrong code."""
+    if REPO not in _STATE_AT_START:
+        _STATE_AT_START[REPO] = git_state()
+    return dict(_STATE_AT_START[REPO])
+
+
 def git_commit_file(path: Path, message: str, attempts: int = 20) -> None:
     """Commit ``path`` alone (retrying while another job holds the index lock)."""
     rel = str(path.resolve().relative_to(REPO))
@@ -542,7 +554,7 @@ def run(spec: RunSpec, *, root: str | None, threads: int, device: str, run_dir: 
         "timings": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in timings.items()},
         "resumed_from_epoch": resumed_from,
         "num_parameters": n_params,
-        **git_state(),
+        **code_state(),
         "command": "python " + shlex.join(argv),
         "argv": argv,
         "versions": versions(),
@@ -591,7 +603,7 @@ def copy_from_tuning(spec: RunSpec, selection: dict[str, Any], out_dir: Path,
     out["tuning"] = False
     out["from_tuning"] = selection["file"]
     out["grid"] = {**tuned["grid"], "selection": selection}
-    out["copied_by"] = {"command": "python " + shlex.join(argv), **git_state(),
+    out["copied_by"] = {"command": "python " + shlex.join(argv), **code_state(),
                         "date": datetime.datetime.now(datetime.timezone.utc)
                         .isoformat(timespec="seconds")}
     return out
@@ -705,6 +717,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     raw = list(sys.argv[1:] if argv is None else argv)
     full_argv = [os.path.relpath(Path(__file__).resolve(), Path.cwd()), *raw]
     args = build_parser().parse_args(raw)
+    code_state()  # the code this process runs, before the tree can move on
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(name)s %(message)s")
     out_dir = Path(args.out_dir).resolve()

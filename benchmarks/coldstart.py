@@ -258,7 +258,7 @@ def run(dataset: str, model_name: str, seed: int, root: str | None, threads: int
         "train_cpu_seconds": round(t_train, 3),
         "cpu_seconds": round(cpu, 3),
         "wall_seconds": round(wall, 3),
-        **A.git_state(),
+        **A.code_state(),
         "command": "python " + shlex.join(argv),
         "versions": versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -295,6 +295,7 @@ def plan(datasets: list[str], models: list[str], out_dir: Path, threads: int) ->
 def main(argv: list[str] | None = None) -> list[Path]:
     raw = list(sys.argv[1:] if argv is None else argv)
     full_argv = [os.path.relpath(Path(__file__).resolve(), Path.cwd()), *raw]
+    A.code_state()  # the code this process runs, before the tree can move on
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k", choices=sorted(C.DATASETS))
     ap.add_argument("--model", choices=MODELS)

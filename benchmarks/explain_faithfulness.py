@@ -298,6 +298,7 @@ def example(model: Any, split: Any, data: Any, user_index: int, png: Path | None
 def main(argv: list[str] | None = None) -> Path:
     raw = list(sys.argv[1:] if argv is None else argv)
     full_argv = [os.path.relpath(Path(__file__).resolve(), Path.cwd()), *raw]
+    A.code_state()  # the code this process runs, before the tree can move on
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", default="ml-100k", choices=sorted(BUDGETS))
     ap.add_argument("--seed", type=int, default=0)
@@ -360,7 +361,7 @@ def main(argv: list[str] | None = None) -> Path:
         "test_cpu_seconds": round(test_cpu, 3),
         "cpu_seconds": round(time.process_time() - t_cpu, 3),
         "wall_seconds": round(time.perf_counter() - t_wall, 3),
-        **A.git_state(),
+        **A.code_state(),
         "command": "python " + shlex.join(full_argv),
         "versions": versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

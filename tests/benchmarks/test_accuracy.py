@@ -396,3 +396,20 @@ def test_named_point_rows_and_gpu_cost_in_the_tables():
     results["yelp"]["katrec"] = [_fake_run("yelp", "katrec", 0, 0.03, _metrics(0.05), 15)]
     assert "(b4p)" not in M.accuracy_block("yelp", results)
     assert "†" not in M.summary_block(results)
+
+
+def test_records_name_the_code_the_process_started_with(tmp_path, monkeypatch):
+    """A run records the commit it imported, not the one HEAD reaches while it trains."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@example.org", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "a.txt").write_text("1")
+    subprocess.run([*git, "add", "a.txt"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    monkeypatch.setattr(A, "REPO", repo)
+    monkeypatch.setattr(A, "_STATE_AT_START", {})
+    first = A.code_state()["git_commit"]
+    (repo / "a.txt").write_text("2")
+    subprocess.run([*git, "commit", "-qam", "two"], check=True)
+    assert A.git_state()["git_commit"] != first and A.code_state()["git_commit"] == first
