@@ -309,19 +309,45 @@ def code_state() -> dict[str, Any]:
     return dict(_STATE_AT_START[REPO])
 
 
-def git_commit_file(path: Path, message: str, attempts: int = 20) -> None:
-    """Commit ``path`` alone (retrying while another job holds the index lock)."""
-    rel = str(path.resolve().relative_to(REPO))
+def git_commit_file(path: Path, message: str, attempts: int = 20, *,
+                    also: tuple[Path, ...] = ()) -> None:
+    """Commit ``path`` (and the files in ``also`` that git sees as changed) and nothing else,
+    retrying while another job holds the index lock."""
+    rels = [str(p.resolve().relative_to(REPO)) for p in (path, *also)]
     for i in range(attempts):
-        add = subprocess.run(["git", "-C", str(REPO), "add", "--", rel], capture_output=True,
+        changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *rels[1:]],
+                                 capture_output=True, text=True).stdout if rels[1:] else ""
+        paths = [rels[0], *(r for r in rels[1:] if r in changed)]
+        add = subprocess.run(["git", "-C", str(REPO), "add", "--", *paths], capture_output=True,
                              text=True)
         done = add.returncode == 0 and subprocess.run(
-            ["git", "-C", str(REPO), "commit", "-q", "-m", message, "--", rel],
+            ["git", "-C", str(REPO), "commit", "-q", "-m", message, "--", *paths],
             capture_output=True, text=True).returncode == 0
         if done:
             return
         time.sleep(1.0 + i)
-    raise RuntimeError(f"could not commit {rel} (git index busy?)")
+    raise RuntimeError(f"could not commit {rels[0]} (git index busy?)")
+
+
+#: the files ``make_tables.py`` rewrites from the result JSONs
+GENERATED_DOCS = ("docs/results.md", "README.md", "docs/explain.md", "docs/popularity_buckets.png")
+
+
+def commit_result(path: Path, message: str) -> None:
+    """Commit a result JSON together with the tables regenerated from it, so that ``main`` never
+    holds a result its docs do not show (CI's ``make_tables.py --check`` fails on that). Parallel
+    runs take turns through a lock file in ``.git``."""
+    import fcntl
+
+    default_dir = (REPO / C.RESULTS_DIR).resolve()
+    regenerate = path.resolve().is_relative_to(default_dir)
+    with open(REPO / ".git" / "kgseqgraph-results.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if regenerate:
+            subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_tables.py")],
+                           check=True, capture_output=True, text=True, cwd=REPO)
+        also = tuple(REPO / d for d in GENERATED_DOCS) if regenerate else ()
+        git_commit_file(path, message, also=also)
 
 
 def load_graph(dataset: str, root: str | None) -> Any:
@@ -705,7 +731,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="cache of text embeddings (KIRec)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing result JSON")
     ap.add_argument("--commit", action="store_true",
-                    help="git-commit each result JSON when its run finishes")
+                    help="git-commit each result JSON when its run finishes, with the tables "
+                         "make_tables.py regenerates from it")
     ap.add_argument("--dry-run", action="store_true",
                     help="print the resolved options and the output path, run nothing")
     ap.add_argument("-q", "--quiet", action="store_true")
@@ -800,7 +827,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
                  out["valid"]["NDCG@10"], out["test"]["NDCG@10"])
         if args.commit:
             what = "tuning" if spec.tuning else "accuracy"
-            git_commit_file(spec.path, f"{what}: {spec.dataset} {spec.path.stem}")
+            commit_result(spec.path, f"{what}: {spec.dataset} {spec.path.stem}")
         written.append(spec.path)
     if args.tune and not args.dry_run and args.point is None:
         try:

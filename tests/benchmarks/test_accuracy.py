@@ -168,6 +168,39 @@ def test_commit_commits_the_result_file_alone(tmp_path, monkeypatch):
     assert A.git_state()["dirty"] is True  # other.txt is staged, not committed
 
 
+def test_commit_result_commits_the_regenerated_tables_with_the_json(tmp_path, monkeypatch):
+    """A result committed by a sweep lands with the tables regenerated from it, so ``main`` never
+    fails ``make_tables.py --check`` between two commits (the CI failure of stop 21)."""
+    import shutil
+
+    repo = tmp_path / "repo"
+    shutil.copytree(A.REPO / "benchmarks", repo / "benchmarks",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(A.REPO / "docs", repo / "docs")
+    shutil.copy(A.REPO / "README.md", repo / "README.md")
+    for cmd in (["init", "-q"], ["config", "user.email", "t@example.org"],
+                ["config", "user.name", "t"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True)
+    src = repo / "benchmarks/results/accuracy/ml-100k/katrec-nopretrain_seed2.json"
+    new = src.with_name("katrec-nopretrain_seed9.json")
+    body = json.loads(src.read_text())
+    body["seed"] = 9
+    new.write_text(json.dumps(body))
+    monkeypatch.setattr(A, "REPO", repo)
+    A.commit_result(new, "accuracy: ml-100k katrec-nopretrain_seed9")
+    names = subprocess.run(["git", "-C", str(repo), "show", "--name-only", "--format="],
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert names[0] == "benchmarks/results/accuracy/ml-100k/katrec-nopretrain_seed9.json"
+    assert "docs/results.md" in names and "README.md" not in names  # only what changed
+    assert "| 0,1,2,9 |" in (repo / "docs/results.md").read_text()
+    status = subprocess.run(["git", "-C", str(repo), "status", "--porcelain"],
+                            capture_output=True, text=True, check=True).stdout
+    assert status == ""
+    check = subprocess.run([sys.executable, str(repo / "benchmarks/make_tables.py"), "--check"],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout
+
+
 def _tuning_json(out: Path, point: dict, valid: float, test: float | None) -> None:
     pid = A.point_id(point)
     path = A.result_path(out, "synthetic", "sasrec", 0, tuning_point=pid)
