@@ -408,6 +408,25 @@ def test_a_named_point_runs_under_its_variant_name_and_is_marked(runs):
                                                           "sasrec_seed0.json"))
 
 
+def test_a_named_point_run_is_reused_as_that_points_tuning_run(tmp_path):
+    """Tuning a grid point already trained as a named-point run (same configuration, budget and
+    seed) reuses it instead of training the same model again; a run that differs does not."""
+    common = ["--dataset", "synthetic", "--model", "sasrec", "--out-dir", str(tmp_path), "-q"]
+    A.main([*common, "--variant", "p2", "--point", "lr0.003_dropout0.2"])
+    A.main([*common, "--variant", "short", "--point", "lr0.001_dropout0.2", "--epochs", "1"])
+    named = _read(tmp_path / "synthetic" / "sasrec-p2_seed0.json")
+    (reused,) = A.main([*common, "--tune", "--point", "lr0.003_dropout0.2"])
+    tuned = _read(reused)
+    assert tuned["from_named_point"] == "sasrec-p2_seed0.json" and tuned["tuning"] is True
+    assert tuned["name"] == "sasrec" and tuned["variant"] is None
+    assert tuned["valid"] == named["valid"] and tuned["grid"]["selection"] is None
+    assert tuned["grid"]["point_id"] == "lr0.003_dropout0.2"
+    (trained,) = A.main([*common, "--tune", "--point", "lr0.001_dropout0.2"])
+    assert "from_named_point" not in _read(trained)  # the 1-epoch run is another configuration
+    sel = A.select_point(tmp_path, "synthetic", "sasrec")
+    assert sel["point_id"] in {"lr0.003_dropout0.2", "lr0.001_dropout0.2"}
+
+
 def test_named_point_rows_and_gpu_cost_in_the_tables():
     def named(seed: int, test: float) -> dict:
         r = _fake_run("yelp", "katrec-b4p", seed, 0.03, _metrics(test), 15, variant="b4p")
