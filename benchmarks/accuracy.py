@@ -341,7 +341,9 @@ def commit_result(path: Path, message: str) -> None:
 
     default_dir = (REPO / C.RESULTS_DIR).resolve()
     regenerate = path.resolve().is_relative_to(default_dir)
-    with open(REPO / ".git" / "kgseqgraph-results.lock", "w") as lock:
+    git_dir = Path(subprocess.run(["git", "-C", str(REPO), "rev-parse", "--absolute-git-dir"],
+                                  capture_output=True, text=True, check=True).stdout.strip())
+    with open(git_dir / "kgseqgraph-results.lock", "w") as lock:  # .git may be a file (worktree)
         fcntl.flock(lock, fcntl.LOCK_EX)
         if regenerate:
             subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_tables.py")],
