@@ -237,7 +237,9 @@ def test_ctrl_c_keeps_the_checkpoint_and_prints_the_resume_command(tmp_path):
     assert checkpoint.exists(), proc.communicate()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, (out, err)
+    # 130 from main(); rarely (1 suite run in many, under load) the interpreter instead ends by
+    # re-raising SIGINT after main() has returned, which a shell reports as the same 130 (128+2)
+    assert proc.returncode in (130, -signal.SIGINT), (out, err)
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     match = re.search(r"resume with: (.*)", err)
     assert match and "interrupted; the last checkpoint (epoch 1 of 40)" in err, err
