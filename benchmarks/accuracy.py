@@ -315,8 +315,9 @@ def git_commit_file(path: Path, message: str, attempts: int = 20, *,
     retrying while another job holds the index lock."""
     rels = [str(p.resolve().relative_to(REPO)) for p in (path, *also)]
     for i in range(attempts):
-        changed = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *rels[1:]],
-                                 capture_output=True, text=True).stdout if rels[1:] else ""
+        status = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", *rels[1:]],
+                                capture_output=True, text=True).stdout if rels[1:] else ""
+        changed = {line[3:] for line in status.splitlines()}
         paths = [rels[0], *(r for r in rels[1:] if r in changed)]
         add = subprocess.run(["git", "-C", str(REPO), "add", "--", *paths], capture_output=True,
                              text=True)
@@ -327,10 +328,6 @@ def git_commit_file(path: Path, message: str, attempts: int = 20, *,
             return
         time.sleep(1.0 + i)
     raise RuntimeError(f"could not commit {rels[0]} (git index busy?)")
-
-
-#: the files ``make_tables.py`` rewrites from the result JSONs
-GENERATED_DOCS = ("docs/results.md", "README.md", "docs/explain.md", "docs/popularity_buckets.png")
 
 
 def commit_result(path: Path, message: str) -> None:
@@ -346,9 +343,12 @@ def commit_result(path: Path, message: str) -> None:
     with open(git_dir / "kgseqgraph-results.lock", "w") as lock:  # .git may be a file (worktree)
         fcntl.flock(lock, fcntl.LOCK_EX)
         if regenerate:
-            subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_tables.py")],
-                           check=True, capture_output=True, text=True, cwd=REPO)
-        also = tuple(REPO / d for d in GENERATED_DOCS) if regenerate else ()
+            made = subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_tables.py")],
+                                  capture_output=True, text=True, cwd=REPO)
+            if made.returncode:
+                raise RuntimeError(f"make_tables.py failed, {path} is written but not committed:"
+                                   f"\n{made.stderr or made.stdout}")
+        also = tuple(REPO / d for d in (*C.GENERATED_DOCS, C.BUCKETS_PNG)) if regenerate else ()
         git_commit_file(path, message, also=also)
 
 
@@ -642,8 +642,6 @@ def copy_from_named_point(spec: RunSpec, out_dir: Path, argv: list[str]) -> dict
     nothing else changed) is that point's tuning run: the same configuration, budget and seed
     train the same model. Returns the named run as the tuning record (``None`` when there is
     no such run or its configuration differs)."""
-    if not spec.tuning:
-        return None
     want = _comparable(spec_config(spec))
     for path in sorted((out_dir / spec.dataset).glob(f"{spec.model}-*_seed0.json")):
         named = json.loads(path.read_text())
@@ -849,7 +847,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         out = None
         if selection is not None and not (sets or train_sets or args.epochs or args.patience):
             out = copy_from_tuning(spec, selection, out_dir, full_argv)
-        if spec.tuning:
+        if out is None and spec.tuning:
             out = copy_from_named_point(spec, out_dir, full_argv)
         if out is None:
             out = run(spec, root=args.root, threads=args.threads, device=args.device,

@@ -25,6 +25,11 @@ from typing import Any
 #: Where result JSONs live (relative to the repository root).
 RESULTS_DIR = "benchmarks/results/accuracy"
 
+#: The files ``make_tables.py`` rewrites from the results (relative to the repository root):
+#: markdown files with generated blocks, and the popularity-bucket figure.
+GENERATED_DOCS = ("docs/results.md", "README.md", "docs/explain.md")
+BUCKETS_PNG = "docs/popularity_buckets.png"
+
 #: Seeds of the final runs (seed 0 also runs the tuning grid).
 SEEDS = (0, 1, 2)
 

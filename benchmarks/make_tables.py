@@ -769,11 +769,9 @@ def draw_buckets(results: dict[str, Any], path: Path) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results-dir", default=str(REPO / C.RESULTS_DIR))
-    ap.add_argument("--docs", nargs="*", default=[str(REPO / "docs" / "results.md"),
-                                                  str(REPO / "README.md"),
-                                                  str(REPO / "docs" / "explain.md")],
+    ap.add_argument("--docs", nargs="*", default=[str(REPO / d) for d in C.GENERATED_DOCS],
                     help="markdown files whose generated blocks are rewritten")
-    ap.add_argument("--png", default=str(REPO / "docs" / "popularity_buckets.png"))
+    ap.add_argument("--png", default=str(REPO / C.BUCKETS_PNG))
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 (with a diff) when a file would change")
     ap.add_argument("--coldstart-dir", default=str(RESULT_DIRS["coldstart"]))
