@@ -192,6 +192,19 @@ def ablation_variants(model: str) -> tuple[str, ...]:
     """The variants of ``model`` its ablation table lists (every other variant is an extra)."""
     return KATREC_ABLATIONS if model == "katrec" else tuple(VARIANTS.get(model, {}))
 
+#: Models that read the knowledge graph or item knowledge (the "knowledge models" of the targets).
+KNOWLEDGE_MODELS = ("katrec", "kg-sasrec", "kg-gru4rec", "kirec")
+
+#: The accuracy targets (test NDCG@10, mean over seeds, full ranking): ``(name, model, reference,
+#: gain, datasets)`` — ``model`` ≥ ``reference`` × (1 + gain) on at least ``datasets`` of the
+#: tabulated datasets (``None``: all of them). ``model`` ``"best-knowledge"`` is the knowledge
+#: model with the best mean *validation* NDCG@10 on the dataset (chosen on validation, never test).
+TARGETS: tuple[tuple[str, str, str, float, int | None], ...] = (
+    ("KATRec ≥ BERT4Rec + 3 % on every dataset", "katrec", "bert4rec", 0.03, None),
+    ("best knowledge model ≥ SASRec + 3 % on at least two datasets", "best-knowledge", "sasrec",
+     0.03, 2),
+)
+
 #: Models drawn in docs/popularity_buckets.png (SASRec against the knowledge models).
 BUCKET_PLOT_MODELS = ("sasrec", "katrec", "kg-sasrec", "kg-gru4rec", "kirec")
 

@@ -365,6 +365,109 @@ def summary_block(results: dict[str, Any]) -> str:
             + _table(["model"] + datasets, rows, ["l"] + ["r"] * len(datasets)) + note)
 
 
+def _model_runs(results: dict[str, Any], dataset: str, model: str) -> list[dict[str, Any]]:
+    """The runs of ``model``'s row in the dataset's main table (tuned, or at a named point)."""
+    return next((rs for _, rs in _main_rows(results.get(dataset, {}))
+                 if rs[0]["model"] == model), [])
+
+
+def _best_knowledge(results: dict[str, Any], dataset: str) -> tuple[str | None, list[str]]:
+    """The knowledge model with the best mean validation NDCG@10 on ``dataset`` (never chosen
+    on test), and the knowledge models of the dataset's sweep that have no runs yet."""
+    have = {m: _model_runs(results, dataset, m) for m in C.KNOWLEDGE_MODELS}
+    have = {m: rs for m, rs in have.items() if rs}
+    missing = [m for m in C.SWEEP.get(dataset, []) if m in C.KNOWLEDGE_MODELS and m not in have]
+    if not have:
+        return None, missing
+    best = max(have, key=lambda m: (statistics.fmean(_values(have[m], "valid", "NDCG@10")), m))
+    return best, missing
+
+
+def _caveats(runs: list[dict[str, Any]]) -> list[str]:
+    label = C.MODEL_LABELS.get(runs[0]["model"], runs[0]["model"])
+    out = []
+    if len(runs) < len(C.SEEDS):
+        out.append(f"{label} has {len(runs)} of {len(C.SEEDS)} seeds")
+    if any(_named_point(r) for r in runs):
+        out.append(f"{label} at a named grid point, not tuned")
+    return out
+
+
+def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One record a target and dataset: the two means, the gain, the seeds on which the model is
+    ahead (paired by seed), and whether the cell is final (every seed, tuned, every candidate
+    run) or provisional."""
+    out = []
+    for name, model, reference, gain, _ in C.TARGETS:
+        for d in C.TABLE_DATASETS:
+            cell: dict[str, Any] = {"target": name, "dataset": d, "model": model,
+                                    "reference": reference, "required": gain, "caveats": []}
+            if model == "best-knowledge":
+                model_d, missing = _best_knowledge(results, d)
+                cell["caveats"] += [f"{C.MODEL_LABELS.get(m, m)} not run" for m in missing]
+            else:
+                model_d = model
+            mine = _model_runs(results, d, model_d) if model_d else []
+            ref = _model_runs(results, d, reference)
+            cell["model_run"] = model_d
+            if not mine or not ref:
+                cell["status"] = "not run"
+                out.append(cell)
+                continue
+            a = statistics.fmean(_values(mine, "test", "NDCG@10"))
+            b = statistics.fmean(_values(ref, "test", "NDCG@10"))
+            by_seed = {r["seed"]: float(r["test"]["NDCG@10"]) for r in ref}
+            paired = [float(r["test"]["NDCG@10"]) > by_seed[r["seed"]] for r in mine
+                      if r["seed"] in by_seed]
+            cell.update(mean=a, ref_mean=b, gain=a / b - 1, ahead=sum(paired),
+                        paired=len(paired), status="met" if a >= b * (1 + gain) else "missed")
+            cell["caveats"] += _caveats(mine) + _caveats(ref)
+            out.append(cell)
+    return out
+
+
+def targets_block(results: dict[str, Any]) -> str:
+    """Each accuracy target of :data:`accuracy_config.TARGETS`: a row a dataset, and a verdict."""
+    cells = target_rows(results)
+    header = ["dataset", "model", "its test NDCG@10", "reference", "reference's test NDCG@10",
+              "gain", "seeds ahead", "status"]
+    text = _stamp("`benchmarks/results/accuracy`") + (
+        "Test NDCG@10, mean over seeds (full ranking, history excluded, pessimistic ties). "
+        "*Gain*: the model's mean / the reference's mean − 1. *Seeds ahead*: seeds on which the "
+        "model's run beats the reference's run of the same seed. The best knowledge model ("
+        + ", ".join(C.MODEL_LABELS[m] for m in C.KNOWLEDGE_MODELS)
+        + ") is the one with the best mean validation NDCG@10 (never chosen by test). A cell is "
+        "*provisional* while a side has fewer seeds than the sweep, ran at a named (untuned) "
+        "grid point, or a candidate knowledge model has not run yet.\n")
+    for name, _, _, gain, needed in C.TARGETS:
+        mine = [c for c in cells if c["target"] == name]
+        rows = []
+        for c in mine:
+            label = C.MODEL_LABELS.get(c["model_run"], c["model_run"] or "–")
+            ref = C.MODEL_LABELS.get(c["reference"], c["reference"])
+            caveats = f" ({'; '.join(c['caveats'])})" if c["caveats"] else ""
+            if c["status"] == "not run":
+                rows.append([c["dataset"], label, "–", ref, "–", "–", "–", "not run" + caveats])
+                continue
+            status = c["status"] + (", provisional" + caveats if caveats else "")
+            rows.append([c["dataset"], label, f"{c['mean']:.4f}", ref, f"{c['ref_mean']:.4f}",
+                         f"{100 * c['gain']:+.1f} %", f"{c['ahead']} of {c['paired']}", status])
+        needed = len(mine) if needed is None else needed
+        final_met = sum(c["status"] == "met" and not c["caveats"] for c in mine)
+        final_missed = sum(c["status"] == "missed" and not c["caveats"] for c in mine)
+        if final_met >= needed:
+            verdict = "met"
+        elif final_missed > len(mine) - needed:
+            verdict = "missed"
+        else:
+            verdict = "open"
+        text += (f"\n**{name}** (gain ≥ {100 * gain:g} % on {needed} of {len(mine)} datasets): "
+                 f"**{verdict}** — met on {final_met}, missed on {final_missed} with final "
+                 f"numbers; {len(mine) - final_met - final_missed} not run or provisional.\n\n"
+                 + _table(header, rows, ["l", "l", "r", "l", "r", "r", "r", "l"]))
+    return text
+
+
 KGE_DIR = REPO / "benchmarks" / "results" / "kge"
 RECBOLE_JSON = REPO / "benchmarks" / "peers" / "recbole" / "results.json"
 
@@ -523,6 +626,8 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return tuning_block(results_dir)
     if key == "summary":
         return summary_block(results)
+    if key == "targets":
+        return targets_block(results)
     if kind == "coldstart" and arg:
         return coldstart_block(arg, load_runs(RESULT_DIRS["coldstart"]))
     if key == "faithfulness":
@@ -531,7 +636,7 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return example_block(arg, load_runs(RESULT_DIRS["explain"]))
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
                      "ablation:<dataset>, text:<model>[:<dataset>], sampled, buckets, tuning, "
-                     "summary, kge, recbole, coldstart:<dataset>, faithfulness, "
+                     "summary, targets, kge, recbole, coldstart:<dataset>, faithfulness, "
                      "explain-example:<dataset>)")
 
 

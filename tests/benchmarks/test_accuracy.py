@@ -465,3 +465,48 @@ def test_records_name_the_code_the_process_started_with(tmp_path, monkeypatch):
     (repo / "a.txt").write_text("2")
     subprocess.run([*git, "commit", "-qam", "two"], check=True)
     assert A.git_state()["git_commit"] != first and A.code_state()["git_commit"] == first
+
+
+def test_targets_block_gains_verdicts_and_provisional_cells():
+    """Gains, paired seeds and verdicts by hand; the best knowledge model is picked on
+    validation (KG-SASRec: better valid, worse test than KATRec); a missing seed or candidate
+    makes a cell provisional and keeps the verdict open."""
+    def runs(dataset, name, tests, valid=0.05):
+        return [_fake_run(dataset, name, s, valid, _metrics(t), 10) for s, t in enumerate(tests)]
+
+    results = {
+        "ml-100k": {"bert4rec": runs("ml-100k", "bert4rec", [0.10, 0.10, 0.10]),
+                    "katrec": runs("ml-100k", "katrec", [0.12, 0.09, 0.12], valid=0.04),
+                    "kg-sasrec": runs("ml-100k", "kg-sasrec", [0.10, 0.10, 0.10], valid=0.06),
+                    "kirec": runs("ml-100k", "kirec", [0.2, 0.2, 0.2], valid=0.01),
+                    "sasrec": runs("ml-100k", "sasrec", [0.11, 0.11, 0.11])},
+        "yelp": {"bert4rec": runs("yelp", "bert4rec", [0.10, 0.10, 0.10]),
+                 "katrec": runs("yelp", "katrec", [0.101, 0.102, 0.103]),
+                 "sasrec": runs("yelp", "sasrec", [0.05])},
+    }
+    cells = {(c["target"][:6], c["dataset"]): c for c in M.target_rows(results)}
+    ml = cells[("KATRec", "ml-100k")]
+    assert ml["status"] == "met" and ml["gain"] == pytest.approx(0.10) and ml["ahead"] == 2
+    assert ml["caveats"] == []
+    assert cells[("KATRec", "yelp")]["status"] == "missed"  # +2 % < +3 %
+    assert cells[("KATRec", "beauty")]["status"] == "not run"
+    best = cells[("best k", "ml-100k")]
+    assert best["model_run"] == "kg-sasrec" and best["status"] == "missed"  # not kirec (test)
+    assert best["gain"] == pytest.approx(0.10 / 0.11 - 1) and best["ahead"] == 0
+    yelp = cells[("best k", "yelp")]
+    assert yelp["status"] == "met" and yelp["ahead"] == 1 and yelp["paired"] == 1
+    assert "KG-SASRec not run" in yelp["caveats"] and "SASRec has 1 of 3 seeds" in yelp["caveats"]
+    text = M.targets_block(results)
+    assert ("| ml-100k | KATRec | 0.1100 | BERT4Rec | 0.1000 | +10.0 % | 2 of 3 | met |"
+            in text)
+    assert "| yelp | KATRec | 0.1020 | BERT4Rec | 0.1000 | +2.0 % | 3 of 3 | missed |" in text
+    # KATRec must win on all three: missed once yelp's final cell misses
+    assert "on every dataset** (gain ≥ 3 % on 3 of 3 datasets): **missed**" in text
+    assert "on at least two datasets** (gain ≥ 3 % on 2 of 3 datasets): **open**" in text
+    results["yelp"]["kg-sasrec"] = runs("yelp", "kg-sasrec", [0.04] * 3, valid=0.01)
+    results["yelp"]["sasrec"] = runs("yelp", "sasrec", [0.05] * 3)
+    results["beauty"] = {"sasrec": runs("beauty", "sasrec", [0.05] * 3),
+                         "katrec": runs("beauty", "katrec", [0.06] * 3),
+                         "kg-sasrec": runs("beauty", "kg-sasrec", [0.06] * 3, valid=0.01)}
+    text = M.targets_block(results)
+    assert "on at least two datasets** (gain ≥ 3 % on 2 of 3 datasets): **met**" in text
