@@ -668,7 +668,9 @@ def copy_from_named_point(spec: RunSpec, out_dir: Path, argv: list[str]) -> dict
 def plan(kind: str, datasets: list[str], models: list[str] | None, out_dir: Path,
          threads: int, extra: list[str]) -> list[str]:
     """Commands of a sweep phase whose result JSON does not exist yet (``tune``: one command a
-    grid point; ``final``: every seed of every model; ``ablation``: every variant and seed)."""
+    grid point; ``final``: every seed of every model; ``ablation``: every variant and seed;
+    ``tries``: every try of ``accuracy_config.MODEL_TRIES``/``TRAINING_TRIES`` on
+    ``TRY_MODELS``, seed by seed)."""
     cmds = []
     tail = [f"--threads={threads}", *extra]
     if out_dir != REPO / C.RESULTS_DIR:
@@ -702,6 +704,17 @@ def plan(kind: str, datasets: list[str], models: list[str] | None, out_dir: Path
                         cmds.append(shlex.join(["python", script, "--dataset", dataset,
                                                 "--model", base, "--variant", variant,
                                                 "--seed", str(seed), *tail]))
+        elif kind == "tries":
+            tries = {**{t: [] for t in C.MODEL_TRIES}, **C.TRAINING_TRIES}
+            for seed in C.SEEDS:
+                for model in C.TRY_MODELS:
+                    if models and model not in models:
+                        continue
+                    for variant, args in tries.items():
+                        if not result_path(out_dir, dataset, model, seed, variant).exists():
+                            cmds.append(shlex.join(["python", script, "--dataset", dataset,
+                                                    "--model", model, "--variant", variant,
+                                                    *args, "--seed", str(seed), *tail]))
     return cmds
 
 
@@ -743,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "instead of the tuned choice, named by --variant)")
     ap.add_argument("--select", action="store_true",
                     help="print the chosen grid point of --dataset/--model and exit")
-    ap.add_argument("--plan", choices=["tune", "final", "ablation"], default=None,
+    ap.add_argument("--plan", choices=["tune", "final", "ablation", "tries"], default=None,
                     help="print the commands of a sweep phase still to run (one per line)")
     ap.add_argument("--out-dir", default=str(REPO / C.RESULTS_DIR))
     ap.add_argument("--root", default=None,

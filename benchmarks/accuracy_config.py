@@ -171,7 +171,21 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "concat": {"output_fusion": False},
         "connection": {"connection": False},
         "nopretrain": {"pretrain_bprmf_epochs": 0},
+        # what the literature tries before giving up on a missed target (not the paper's)
+        "ls0.1": {"label_smoothing": 0.1},
     },
+    "bert4rec": {"ls0.1": {"label_smoothing": 0.1}},
+}
+
+#: What the literature tries before giving up on a missed target (``--plan tries``), run on
+#: both sides of the KATRec-vs-BERT4Rec target alike: named option sets of :data:`VARIANTS`
+#: (``MODEL_TRIES``) and training-side tries, ad-hoc variants run as ``--variant NAME`` plus
+#: these ``accuracy.py`` arguments (``TRAINING_TRIES``). ``make_tables`` lists them
+#: (``variants:<dataset>`` blocks) against each model's tuned runs of the same seeds.
+TRY_MODELS = ("bert4rec", "katrec")
+MODEL_TRIES = ("ls0.1",)
+TRAINING_TRIES: dict[str, list[str]] = {
+    "warmup": ["--train", "warmup_ratio=0.1"],  # linear warm-up over 10 % of the steps
 }
 
 #: What each sweep runs: models per dataset (final runs: every seed of :data:`SEEDS`).

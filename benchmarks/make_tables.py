@@ -301,6 +301,51 @@ def ablation_block(dataset: str, results: dict[str, Any]) -> str:
     return text + "\n" + _provenance([r for _, rs in rows_in for r in rs]) + "\n"
 
 
+def _changes(run: dict[str, Any]) -> str:
+    """What a variant run changes against its model's tuned configuration."""
+    grid = run.get("grid") or {}
+    opts = {**(grid.get("variant_options") or {}), **(grid.get("set") or {})}
+    opts.update({f"train.{k}": v for k, v in (grid.get("train_set") or {}).items()})
+    base = C.DATASETS.get(run["dataset"], {}).get("budget", {})
+    opts.update({f"train.{k}": v for k, v in (run.get("budget") or {}).items()
+                 if k in ("epochs", "patience") and base.get(k) != v})
+    return ", ".join(f"`{k}={json.dumps(v)}`" for k, v in opts.items()) or "–"
+
+
+def variants_block(dataset: str, results: dict[str, Any]) -> str:
+    """Every variant run that is neither an ablation of the paper nor a named-point stand-in,
+    against its model's tuned runs of the same seeds (the tries for a missed target)."""
+    src = f"`benchmarks/results/accuracy/{dataset}/*-*.json`"
+    names = results.get(dataset, {})
+    def ablation(run: dict[str, Any]) -> bool:
+        return (C.ABLATIONS.get(dataset) == run["model"]
+                and run["variant"] in C.ablation_variants(run["model"]))
+
+    rows_in = [(n, rs) for n, rs in names.items() if rs[0].get("variant") is not None
+               and not _named_point(rs[0]) and not ablation(rs[0])]
+    if not rows_in:
+        return _stamp(src) + "No variant runs beyond the ablations yet.\n"
+    rows_in.sort(key=lambda x: (C.model_order(x[1][0]["model"]), x[0]))
+    header = ["model", "variant", "changes", "seeds", "valid NDCG@10", "test NDCG@10",
+              "Δ valid vs tuned (same seeds)", "Δ test vs tuned (same seeds)",
+              "best epoch / budget", "converged"]
+    rows = []
+    for name, runs in rows_in:
+        model = runs[0]["model"]
+        base = {r["seed"]: r for r in names.get(model, [])}
+        deltas = []
+        for stage in ("valid", "test"):
+            paired = [float(r[stage]["NDCG@10"]) - float(base[r["seed"]][stage]["NDCG@10"])
+                      for r in runs if r["seed"] in base]
+            deltas.append(f"{statistics.fmean(paired):+.4f}" if paired else "–")
+        rows.append([C.MODEL_LABELS.get(model, model), runs[0]["variant"], _changes(runs[0]),
+                     _seeds(runs), fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
+                     fmt_mean_sd(_values(runs, "test", "NDCG@10")), *deltas,
+                     _best_epochs(runs), _converged(runs)])
+    return (_stamp(src) + _table(header, rows, ["l", "l", "l", "l", "r", "r", "r", "r", "l", "l"])
+            + "\n" + _provenance([r for _, rs in rows_in for r in rs]) + "\n")
+
+
 def tuning_block(results_dir: Path) -> str:
     tuning = load_tuning(results_dir)
     out = [_stamp("`benchmarks/results/accuracy/*/tuning/*.json`"),
@@ -618,6 +663,8 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
         return accuracy_block(arg, results)
     if kind == "ablation" and arg:
         return ablation_block(arg, results)
+    if kind == "variants" and arg:
+        return variants_block(arg, results)
     if key == "sampled":
         return sampled_block(results)
     if key == "buckets":
@@ -635,9 +682,9 @@ def render_block(key: str, results: dict[str, Any], results_dir: Path,
     if kind == "explain-example" and arg:
         return example_block(arg, load_runs(RESULT_DIRS["explain"]))
     raise ValueError(f"unknown generated block {key!r} (known: accuracy:<dataset>, "
-                     "ablation:<dataset>, text:<model>[:<dataset>], sampled, buckets, tuning, "
-                     "summary, targets, kge, recbole, coldstart:<dataset>, faithfulness, "
-                     "explain-example:<dataset>)")
+                     "ablation:<dataset>, variants:<dataset>, text:<model>[:<dataset>], "
+                     "sampled, buckets, tuning, summary, targets, kge, recbole, "
+                     "coldstart:<dataset>, faithfulness, explain-example:<dataset>)")
 
 
 def render_doc(text: str, results: dict[str, Any], results_dir: Path,

@@ -88,6 +88,10 @@ class SequentialConfig:
             \mathbf{W}^P + \mathbf{b}^P))\,\mathbf{T}^\top + \mathbf{b}^O\big)` with the
             shared item table :math:`\mathbf{T}`. ``False``: :math:`\mathbf{h}\mathbf{T}^\top`.
         head_layer_norm_eps: :math:`\epsilon` of the prediction head's layer norm.
+        label_smoothing: :math:`\varepsilon` of the recommendation loss: the target
+            distribution is :math:`(1 - \varepsilon)` on the true item plus
+            :math:`\varepsilon / N` on every item (0: plain cross-entropy; see
+            :func:`~kgseqgraph.nn.losses.catalogue_cross_entropy`).
     """
 
     num_items: int
@@ -102,12 +106,15 @@ class SequentialConfig:
     init_std: float = 0.02
     prediction_head: bool = False
     head_layer_norm_eps: float = 1e-12
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.objective not in {"next", "cloze"}:
             raise ValueError(f"objective must be 'next' or 'cloze', got {self.objective!r}")
         if self.num_items <= 0 or self.max_len <= 1:
             raise ValueError("num_items must be positive and max_len > 1")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must lie in [0, 1), got {self.label_smoothing!r}")
 
 
 class SequentialModel(SequentialRecommender):
@@ -216,11 +223,12 @@ class SequentialModel(SequentialRecommender):
         # full-catalogue softmax CE; the [targets, N] logits are processed in blocks when they
         # exceed a memory budget (exactly F.cross_entropy(h @ weight.t(), …) below it)
         denominator = batch.get("loss_denominator")  # set by shard_batch (several processes)
+        smoothing = self.config.label_smoothing
         if denominator is None:
-            rec = catalogue_cross_entropy(h, weight, targets[sel])
+            rec = catalogue_cross_entropy(h, weight, targets[sel], label_smoothing=smoothing)
         else:
-            rec = catalogue_cross_entropy(h, weight, targets[sel], reduction="sum") \
-                / denominator.to(h)
+            rec = catalogue_cross_entropy(h, weight, targets[sel], reduction="sum",
+                                          label_smoothing=smoothing) / denominator.to(h)
         return {"loss": rec, "rec_loss": rec.detach()}
 
     # ------------------------------------------------------------------ inference

@@ -17,6 +17,18 @@ rows whose logits fit in ``max_logit_bytes``; the backward pass recomputes each 
 size, ``max_logit_bytes`` together). When all the logits fit in the budget it is
 *exactly* ``F.cross_entropy(hidden @ weight.t(), targets)`` (same kernels, same result bit for
 bit); above it the value agrees to float rounding.
+
+Label smoothing (Szegedy et al., 2016; ``F.cross_entropy``'s ``label_smoothing``) mixes the
+one-hot target with the uniform distribution over the :math:`N` items, weight :math:`\varepsilon`:
+
+.. math::
+    \mathcal{L}_\varepsilon = \frac{1}{M} \sum_m \Big( \log \sum_j e^{z_{mj}}
+    - (1 - \varepsilon)\, z_{m y_m} - \frac{\varepsilon}{N} \sum_j z_{mj} \Big)
+    = \mathcal{L} + \frac{\varepsilon}{M} \sum_m \big( z_{m y_m}
+    - \mathbf{h}_m^\top \bar{\mathbf{w}} \big),
+
+with :math:`z_{mj} = \mathbf{h}_m^\top \mathbf{w}_j` and :math:`\bar{\mathbf{w}}` the mean
+item vector: the smoothing term needs no logits, so the blocked path adds it outside the blocks.
 """
 from __future__ import annotations
 
@@ -82,9 +94,11 @@ class _BlockedCatalogueCE(torch.autograd.Function):
 
 def catalogue_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor,
                             reduction: str = "mean",
-                            max_logit_bytes: int | None = DEFAULT_MAX_LOGIT_BYTES) -> Tensor:
-    r"""``F.cross_entropy(hidden @ weight.t(), targets, reduction=reduction)`` without holding the
-    ``[M, N]`` logits when they exceed ``max_logit_bytes`` (see the module docstring).
+                            max_logit_bytes: int | None = DEFAULT_MAX_LOGIT_BYTES,
+                            label_smoothing: float = 0.0) -> Tensor:
+    r"""``F.cross_entropy(hidden @ weight.t(), targets, reduction=reduction,
+    label_smoothing=label_smoothing)`` without holding the ``[M, N]`` logits when they exceed
+    ``max_logit_bytes`` (see the module docstring).
 
     Args:
         hidden: ``[M, D]`` representations of the target positions.
@@ -93,20 +107,27 @@ def catalogue_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor,
         reduction: ``"mean"`` or ``"sum"``.
         max_logit_bytes: budget for the logits of one block of rows; ``None`` never blocks
             (plain ``F.cross_entropy``).
+        label_smoothing: :math:`\varepsilon \in [0, 1)`, the weight of the uniform target.
 
     Returns:
         The scalar loss; gradients flow to ``hidden`` and ``weight``.
     """
     if reduction not in {"mean", "sum"}:
         raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(f"label_smoothing must lie in [0, 1), got {label_smoothing!r}")
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.size(1) != weight.size(1):
         raise ValueError(f"need hidden [M, D] and weight [N, D], got {tuple(hidden.shape)} and "
                          f"{tuple(weight.shape)}")
     m, n = hidden.size(0), weight.size(0)
     itemsize = torch.promote_types(hidden.dtype, torch.float32).itemsize
     if max_logit_bytes is None or m * n * itemsize <= max_logit_bytes or m == 0:
-        return F.cross_entropy(hidden @ weight.t(), targets, reduction=reduction)
+        return F.cross_entropy(hidden @ weight.t(), targets, reduction=reduction,
+                               label_smoothing=label_smoothing)
     rows = _block_rows(n, itemsize, max_logit_bytes)
     total = _BlockedCatalogueCE.apply(hidden, weight, targets.long(), rows)
+    if label_smoothing:
+        picked = (hidden * weight[targets]).sum(-1)
+        total = total + label_smoothing * (picked - hidden @ weight.mean(0)).sum()
     total = total.to(hidden.dtype)
     return total / m if reduction == "mean" else total

@@ -510,3 +510,26 @@ def test_targets_block_gains_verdicts_and_provisional_cells():
                          "kg-sasrec": runs("beauty", "kg-sasrec", [0.06] * 3, valid=0.01)}
     text = M.targets_block(results)
     assert "on at least two datasets** (gain ≥ 3 % on 2 of 3 datasets): **met**" in text
+
+
+def test_tries_plan_and_the_variants_table(runs):
+    """``--plan tries`` lists every try on both target models; a training try runs as an ad-hoc
+    variant, records what it changed, and its table row pairs it with the tuned run's seed."""
+    cmds = A.plan("tries", ["synthetic"], None, runs, 1, [])
+    per_seed = len(C.TRY_MODELS) * (len(C.MODEL_TRIES) + len(C.TRAINING_TRIES))
+    assert len(cmds) == len(C.SEEDS) * per_seed
+    assert any("--model katrec --variant warmup --train warmup_ratio=0.1 --seed 0" in c
+               for c in cmds)
+    assert all("--model sasrec" not in c for c in cmds)
+    A.main(["--dataset", "synthetic", "--out-dir", str(runs), "-q", "--model", "sasrec",
+            "--variant", "warmup", "--train", "warmup_ratio=0.1", "--seed", "0"])
+    rec = json.loads((runs / "synthetic" / "sasrec-warmup_seed0.json").read_text())
+    assert rec["grid"]["train_set"] == {"warmup_ratio": 0.1}
+    assert rec["config"]["train"]["warmup_ratio"] == 0.1
+    results = M.load_results(runs)
+    block = M.variants_block("synthetic", results)
+    row = next(ln for ln in block.splitlines() if ln.startswith("| SASRec | warmup |"))
+    tuned = next(r for r in results["synthetic"]["sasrec"] if r["seed"] == 0)
+    delta = rec["test"]["NDCG@10"] - tuned["test"]["NDCG@10"]
+    assert "`train.warmup_ratio=0.1`" in row and f"| {delta:+.4f} |" in row
+    assert "No variant runs" in M.variants_block("beauty", results)

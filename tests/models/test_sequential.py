@@ -125,6 +125,34 @@ def test_prediction_head_scores_and_loss_follow_the_bert4rec_formula(tmp_path, s
     assert torch.equal(loaded.score(split.test_inputs), model.score(split.test_inputs))
 
 
+def test_label_smoothing_in_the_model_loss(split):
+    """``label_smoothing`` turns the loss into torch's label-smoothed cross-entropy of the same
+    logits (prediction head and output bias included); 0 keeps the plain loss; bad values fail."""
+    import torch.nn.functional as F
+
+    from kgseqgraph.data import IGNORE_INDEX
+
+    torch.manual_seed(0)
+    model = BERT4Rec.from_dataset(split.num_items, encoder_kwargs=ENC["bert4rec"],
+                                  prediction_head=True, label_smoothing=0.2, **SMALL)
+    with torch.no_grad():
+        model.head.output_bias.normal_()
+    model.eval()  # no dropout: the same logits twice
+    table = model.item_table()
+    windows = training_windows(split.train, SMALL["max_len"])
+    batch = model.training_batch(windows.select(torch.arange(16)), torch.Generator().manual_seed(0))
+    h = model.encode(batch["items"], batch["mask"], table)
+    sel = batch["targets"] != IGNORE_INDEX
+    logits = model.head(h[sel]) @ table[: split.num_items].t() + model.head.output_bias
+    smoothed = F.cross_entropy(logits, batch["targets"][sel], label_smoothing=0.2)
+    torch.testing.assert_close(model.loss(batch)["loss"], smoothed)
+    model.config.label_smoothing = 0.0
+    torch.testing.assert_close(model.loss(batch)["loss"],
+                               F.cross_entropy(logits, batch["targets"][sel]))
+    with pytest.raises(ValueError, match="label_smoothing"):
+        SequentialConfig(num_items=10, label_smoothing=-0.1)
+
+
 def test_without_prediction_head_there_is_no_head_parameter(split):
     model = BERT4Rec.from_dataset(split.num_items, encoder_kwargs=ENC["bert4rec"], **SMALL)
     assert model.head is None

@@ -59,3 +59,22 @@ def test_only_weight_needs_grad_and_errors():
         catalogue_cross_entropy(h, w, y, reduction="none")
     with pytest.raises(ValueError, match="hidden"):
         catalogue_cross_entropy(h, w[:, :3], y)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("budget", [None, 2 * 5 * 53 * 8])  # whole logits / blocks of 5 rows
+def test_label_smoothing_equals_torch_label_smoothing(reduction, budget):
+    """Value and gradients of ``F.cross_entropy(..., label_smoothing=0.1)`` on both paths (the
+    blocked one adds the smoothing term without logits)."""
+    h, w, y = _case()
+    ref = F.cross_entropy(h @ w.t(), y, reduction=reduction, label_smoothing=0.1)
+    assert not torch.allclose(ref, F.cross_entropy(h @ w.t(), y, reduction=reduction))
+    ref_grads = torch.autograd.grad(ref * 1.3, (h, w))
+    out = catalogue_cross_entropy(h, w, y, reduction, max_logit_bytes=budget,
+                                  label_smoothing=0.1)
+    grads = torch.autograd.grad(out * 1.3, (h, w))
+    assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    for g, r in zip(grads, ref_grads):
+        assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        catalogue_cross_entropy(h, w, y, label_smoothing=1.0)
