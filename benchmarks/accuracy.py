@@ -705,6 +705,11 @@ def plan(kind: str, datasets: list[str], models: list[str] | None, out_dir: Path
                                                 "--model", base, "--variant", variant,
                                                 "--seed", str(seed), *tail]))
         elif kind == "tries":
+            unknown = [f"{m}:{t}" for m in C.TRY_MODELS for t in C.MODEL_TRIES
+                       if t not in C.VARIANTS.get(m, {})]
+            if unknown:
+                raise SystemExit("accuracy_config.MODEL_TRIES names option sets missing from "
+                                 f"VARIANTS: {', '.join(unknown)}")
             tries = {**{t: [] for t in C.MODEL_TRIES}, **C.TRAINING_TRIES}
             for seed in C.SEEDS:
                 for model in C.TRY_MODELS:

@@ -275,21 +275,17 @@ def ablation_block(dataset: str, results: dict[str, Any]) -> str:
     rows_in = [(n, names[n]) for n in wanted if n in names]
     if not rows_in:
         return _stamp(src) + NONE_YET + "\n"
-    full = {r["seed"]: float(r["test"]["NDCG@10"]) for r in names.get(base, [])}
     header = ["variant", "options", "seeds", "valid NDCG@10", "test HR@10", "test NDCG@10",
               "Δ test NDCG@10 vs full (same seeds)", "best epoch / budget", "converged"]
     rows = []
     for name, runs in rows_in:
         variant = runs[0].get("variant")
-        opts = runs[0]["grid"].get("variant_options") or {}
         delta = "–"
         vals = _values(runs, "test", "NDCG@10")
-        paired = [float(r["test"]["NDCG@10"]) - full[r["seed"]] for r in runs
-                  if r["seed"] in full]
+        paired = _paired(runs, names.get(base, []))
         if variant is not None and paired:
             delta = f"{statistics.fmean(paired):+.4f}"
-        rows.append(["full model" if variant is None else variant,
-                     ", ".join(f"`{k}={json.dumps(v)}`" for k, v in opts.items()) or "–",
+        rows.append(["full model" if variant is None else variant, _changes(runs[0]),
                      _seeds(runs), fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
                      fmt_mean_sd(_values(runs, "test", "HR@10")), fmt_mean_sd(vals), delta,
                      _best_epochs(runs), _converged(runs)])
@@ -332,18 +328,20 @@ def variants_block(dataset: str, results: dict[str, Any]) -> str:
     rows = []
     for name, runs in rows_in:
         model = runs[0]["model"]
-        base = {r["seed"]: r for r in names.get(model, [])}
+        base = _model_runs(results, dataset, model)  # tuned, or its named-point stand-in (†)
+        mark = " †" if base and _named_point(base[0]) else ""
         deltas = []
         for stage in ("valid", "test"):
-            paired = [float(r[stage]["NDCG@10"]) - float(base[r["seed"]][stage]["NDCG@10"])
-                      for r in runs if r["seed"] in base]
-            deltas.append(f"{statistics.fmean(paired):+.4f}" if paired else "–")
+            paired = _paired(runs, base, stage)
+            deltas.append(f"{statistics.fmean(paired):+.4f}{mark}" if paired else "–")
         rows.append([C.MODEL_LABELS.get(model, model), runs[0]["variant"], _changes(runs[0]),
                      _seeds(runs), fmt_mean_sd(_values(runs, "valid", "NDCG@10")),
                      fmt_mean_sd(_values(runs, "test", "NDCG@10")), *deltas,
                      _best_epochs(runs), _converged(runs)])
+    note = ("\n† against the model's run at a named (untuned) grid point, its only row in the "
+            "main table.\n" if any("†" in r[6] for r in rows) else "")
     return (_stamp(src) + _table(header, rows, ["l", "l", "l", "l", "r", "r", "r", "r", "l", "l"])
-            + "\n" + _provenance([r for _, rs in rows_in for r in rs]) + "\n")
+            + note + "\n" + _provenance([r for _, rs in rows_in for r in rs]) + "\n")
 
 
 def tuning_block(results_dir: Path) -> str:
@@ -416,26 +414,42 @@ def _model_runs(results: dict[str, Any], dataset: str, model: str) -> list[dict[
                  if rs[0]["model"] == model), [])
 
 
-def _best_knowledge(results: dict[str, Any], dataset: str) -> tuple[str | None, list[str]]:
-    """The knowledge model with the best mean validation NDCG@10 on ``dataset`` (never chosen
-    on test), and the knowledge models of the dataset's sweep that have no runs yet."""
-    have = {m: _model_runs(results, dataset, m) for m in C.KNOWLEDGE_MODELS}
-    have = {m: rs for m, rs in have.items() if rs}
-    missing = [m for m in C.SWEEP.get(dataset, []) if m in C.KNOWLEDGE_MODELS and m not in have]
-    if not have:
-        return None, missing
-    best = max(have, key=lambda m: (statistics.fmean(_values(have[m], "valid", "NDCG@10")), m))
-    return best, missing
-
-
 def _caveats(runs: list[dict[str, Any]]) -> list[str]:
+    """Why ``runs`` are not yet a model's final numbers: seeds of the sweep missing, or a named
+    (untuned) grid point."""
     label = C.MODEL_LABELS.get(runs[0]["model"], runs[0]["model"])
     out = []
-    if len(runs) < len(C.SEEDS):
-        out.append(f"{label} has {len(runs)} of {len(C.SEEDS)} seeds")
+    seeds = {r["seed"] for r in runs}
+    if not set(C.SEEDS) <= seeds:
+        out.append(f"{label} has {len(seeds & set(C.SEEDS))} of {len(C.SEEDS)} seeds")
     if any(_named_point(r) for r in runs):
         out.append(f"{label} at a named grid point, not tuned")
     return out
+
+
+def _best_knowledge(results: dict[str, Any], dataset: str) -> tuple[str | None, list[str]]:
+    """The knowledge model with the best mean validation NDCG@10 on ``dataset`` (never chosen
+    on test; a tie goes to the name last in alphabetical order), and why that choice may still
+    change: knowledge models of the dataset's sweep not run yet, or other candidates whose runs
+    are not final (:func:`_caveats`)."""
+    have = {m: _model_runs(results, dataset, m) for m in C.KNOWLEDGE_MODELS}
+    have = {m: rs for m, rs in have.items() if rs}
+    caveats = [f"{C.MODEL_LABELS.get(m, m)} not run" for m in C.SWEEP.get(dataset, [])
+               if m in C.KNOWLEDGE_MODELS and m not in have]
+    if not have:
+        return None, caveats
+    best = max(have, key=lambda m: (statistics.fmean(_values(have[m], "valid", "NDCG@10")), m))
+    for m, rs in have.items():
+        if m != best:
+            caveats += [f"candidate {c}" for c in _caveats(rs)]
+    return best, caveats
+
+
+def _paired(runs: list[dict[str, Any]], base: list[dict[str, Any]], stage: str = "test",
+            metric: str = "NDCG@10") -> list[float]:
+    """``run − base run of the same seed`` for every seed both have."""
+    by_seed = {r["seed"]: float(r[stage][metric]) for r in base}
+    return [float(r[stage][metric]) - by_seed[r["seed"]] for r in runs if r["seed"] in by_seed]
 
 
 def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -448,8 +462,7 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             cell: dict[str, Any] = {"target": name, "dataset": d, "model": model,
                                     "reference": reference, "required": gain, "caveats": []}
             if model == "best-knowledge":
-                model_d, missing = _best_knowledge(results, d)
-                cell["caveats"] += [f"{C.MODEL_LABELS.get(m, m)} not run" for m in missing]
+                model_d, cell["caveats"] = _best_knowledge(results, d)
             else:
                 model_d = model
             mine = _model_runs(results, d, model_d) if model_d else []
@@ -461,12 +474,11 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 continue
             a = statistics.fmean(_values(mine, "test", "NDCG@10"))
             b = statistics.fmean(_values(ref, "test", "NDCG@10"))
-            by_seed = {r["seed"]: float(r["test"]["NDCG@10"]) for r in ref}
-            paired = [float(r["test"]["NDCG@10"]) > by_seed[r["seed"]] for r in mine
-                      if r["seed"] in by_seed]
-            cell.update(mean=a, ref_mean=b, gain=a / b - 1, ahead=sum(paired),
-                        paired=len(paired), status="met" if a >= b * (1 + gain) else "missed")
-            cell["caveats"] += _caveats(mine) + _caveats(ref)
+            paired = _paired(mine, ref)
+            cell.update(mean=a, ref_mean=b, gain=a / b - 1 if b > 0 else None,
+                        ahead=sum(x > 0 for x in paired), paired=len(paired),
+                        status="met" if a >= b * (1 + gain) else "missed")
+            cell["caveats"] = _caveats(mine) + _caveats(ref) + cell["caveats"]
             out.append(cell)
     return out
 
@@ -474,16 +486,18 @@ def target_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 def targets_block(results: dict[str, Any]) -> str:
     """Each accuracy target of :data:`accuracy_config.TARGETS`: a row a dataset, and a verdict."""
     cells = target_rows(results)
-    header = ["dataset", "model", "its test NDCG@10", "reference", "reference's test NDCG@10",
-              "gain", "seeds ahead", "status"]
+    header = ["dataset", "model", "model's test NDCG@10", "reference",
+              "reference's test NDCG@10", "gain", "seeds ahead", "status"]
     text = _stamp("`benchmarks/results/accuracy`") + (
         "Test NDCG@10, mean over seeds (full ranking, history excluded, pessimistic ties). "
-        "*Gain*: the model's mean / the reference's mean − 1. *Seeds ahead*: seeds on which the "
-        "model's run beats the reference's run of the same seed. The best knowledge model ("
+        "*Gain* is relative: the model's mean / the reference's mean − 1 (+3 % means ≥ 1.03 × "
+        "the reference). *Seeds ahead*: seeds on which the model's run beats the reference's "
+        "run of the same seed. The best knowledge model ("
         + ", ".join(C.MODEL_LABELS[m] for m in C.KNOWLEDGE_MODELS)
         + ") is the one with the best mean validation NDCG@10 (never chosen by test). A cell is "
-        "*provisional* while a side has fewer seeds than the sweep, ran at a named (untuned) "
-        "grid point, or a candidate knowledge model has not run yet.\n")
+        "*provisional* while a side, or another candidate knowledge model, lacks seeds of the "
+        "sweep or ran at a named (untuned) grid point, or a candidate has not run yet. The "
+        "cells read each model's tuned runs only, never its variant runs (the tries).\n")
     for name, _, _, gain, needed in C.TARGETS:
         mine = [c for c in cells if c["target"] == name]
         rows = []
@@ -495,8 +509,9 @@ def targets_block(results: dict[str, Any]) -> str:
                 rows.append([c["dataset"], label, "–", ref, "–", "–", "–", "not run" + caveats])
                 continue
             status = c["status"] + (", provisional" + caveats if caveats else "")
+            gain_text = "–" if c["gain"] is None else f"{100 * c['gain']:+.1f} %"
             rows.append([c["dataset"], label, f"{c['mean']:.4f}", ref, f"{c['ref_mean']:.4f}",
-                         f"{100 * c['gain']:+.1f} %", f"{c['ahead']} of {c['paired']}", status])
+                         gain_text, f"{c['ahead']} of {c['paired']}", status])
         needed = len(mine) if needed is None else needed
         final_met = sum(c["status"] == "met" and not c["caveats"] for c in mine)
         final_missed = sum(c["status"] == "missed" and not c["caveats"] for c in mine)
@@ -506,7 +521,8 @@ def targets_block(results: dict[str, Any]) -> str:
             verdict = "missed"
         else:
             verdict = "open"
-        text += (f"\n**{name}** (gain ≥ {100 * gain:g} % on {needed} of {len(mine)} datasets): "
+        text += (f"\n**{name}** (relative gain ≥ {100 * gain:g} % on {needed} of {len(mine)} "
+                 f"datasets): "
                  f"**{verdict}** — met on {final_met}, missed on {final_missed} with final "
                  f"numbers; {len(mine) - final_met - final_missed} not run or provisional.\n\n"
                  + _table(header, rows, ["l", "l", "r", "l", "r", "r", "r", "l"]))

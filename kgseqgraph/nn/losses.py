@@ -126,8 +126,9 @@ def catalogue_cross_entropy(hidden: Tensor, weight: Tensor, targets: Tensor,
                                label_smoothing=label_smoothing)
     rows = _block_rows(n, itemsize, max_logit_bytes)
     total = _BlockedCatalogueCE.apply(hidden, weight, targets.long(), rows)
-    if label_smoothing:
-        picked = (hidden * weight[targets]).sum(-1)
-        total = total + label_smoothing * (picked - hidden @ weight.mean(0)).sum()
+    if label_smoothing:  # eps * sum_m (z_my - h_m . mean item), accumulated like the blocks
+        acc = total.dtype
+        picked = (hidden * weight[targets]).sum(-1, dtype=acc)
+        total = total + label_smoothing * (picked - hidden.to(acc) @ weight.to(acc).mean(0)).sum()
     total = total.to(hidden.dtype)
     return total / m if reduction == "mean" else total

@@ -178,15 +178,16 @@ def test_batch_size_must_be_a_multiple_of_the_world_size():
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
-@pytest.mark.parametrize("name", ["bert4rec", "katrec", "sasrec"])
-def test_shard_losses_average_to_the_global_loss(name, world_size):
+@pytest.mark.parametrize("name,smoothing", [("bert4rec", 0.0), ("katrec", 0.0), ("sasrec", 0.0),
+                                            ("bert4rec", 0.1)])
+def test_shard_losses_average_to_the_global_loss(name, smoothing, world_size):
     """The ``shard_batch`` contract behind the DDP equality: the mean over ranks of the shards'
     losses and gradients is the global batch's, even when the shards hold different numbers of
-    masked tokens (13 rows: uneven blocks)."""
+    masked tokens (13 rows: uneven blocks); with label smoothing too."""
     torch.set_num_threads(1)
     data, split = _split()
     seed_everything(0)
-    model = build_model(name, split.train_graph, **MODELS[name])
+    model = build_model(name, split.train_graph, label_smoothing=smoothing, **MODELS[name])
     windows = training_windows(split.train, 8)
     batch = model.training_batch(windows.select(torch.arange(13)),
                                  torch.Generator().manual_seed(1))
