@@ -638,25 +638,27 @@ def copy_from_tuning(spec: RunSpec, selection: dict[str, Any], out_dir: Path,
 
 
 def copy_from_named_point(spec: RunSpec, out_dir: Path, argv: list[str]) -> dict[str, Any] | None:
-    """A grid point already trained as a named-point run (``--point P --variant NAME``, seed 0,
-    nothing else changed) is that point's tuning run: the same configuration, budget and seed
-    train the same model. Returns the named run as the tuning record (``None`` when there is
-    no such run or its configuration differs)."""
+    """A run already trained as a named-point run (``--point P --variant NAME``, nothing else
+    changed) with this run's seed, configuration and budget trained the same model: it is grid
+    point P's tuning run (seed 0, ``--tune``), or a final seed of the model once tuning chose P.
+    Returns the named run relabelled as this one (``from_named_point``), ``None`` when there is
+    no such run or its configuration differs."""
     want = _comparable(spec_config(spec))
-    for path in sorted((out_dir / spec.dataset).glob(f"{spec.model}-*_seed0.json")):
+    for path in sorted((out_dir / spec.dataset).glob(f"{spec.model}-*_seed{spec.seed}.json")):
         named = json.loads(path.read_text())
         grid = named.get("grid") or {}
-        if (named.get("model") != spec.model or named.get("seed") != 0
+        if (named.get("model") != spec.model or named.get("seed") != spec.seed
                 or (grid.get("selection") or {}).get("by") != NAMED_POINT
                 or grid.get("point_id") != spec.grid["point_id"]
                 or _comparable(named["config"]) != want or named.get("budget") != spec.budget):
             continue
         out = dict(named)
-        out["tuning"] = True
+        out["tuning"] = spec.tuning
         out["variant"], out["name"] = None, spec.model
         out["label"] = C.MODEL_LABELS.get(spec.model, spec.model)
         out["from_named_point"] = path.name
-        out["grid"] = {k: v for k, v in grid.items() if k != "selection"} | {"selection": None}
+        out["grid"] = ({k: v for k, v in grid.items() if k != "selection"} | {"selection": None}
+                       if spec.tuning else dict(spec.grid))
         out["copied_by"] = {"command": "python " + shlex.join(argv), **code_state(),
                             "date": datetime.datetime.now(datetime.timezone.utc)
                             .isoformat(timespec="seconds")}
@@ -865,7 +867,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
         out = None
         if selection is not None and not (sets or train_sets or args.epochs or args.patience):
             out = copy_from_tuning(spec, selection, out_dir, full_argv)
-        if out is None and spec.tuning:
+        if out is None and spec.variant is None and (
+                spec.tuning or (selection or {}).get("by") not in (None, NAMED_POINT)):
             out = copy_from_named_point(spec, out_dir, full_argv)
         if out is None:
             out = run(spec, root=args.root, threads=args.threads, device=args.device,

@@ -410,7 +410,8 @@ def test_a_named_point_runs_under_its_variant_name_and_is_marked(runs):
 
 def test_a_named_point_run_is_reused_as_that_points_tuning_run(tmp_path):
     """Tuning a grid point already trained as a named-point run (same configuration, budget and
-    seed) reuses it instead of training the same model again; a run that differs does not."""
+    seed) reuses it instead of training the same model again; a run that differs does not; the
+    same holds for the final seeds once tuning has chosen that point."""
     common = ["--dataset", "synthetic", "--model", "sasrec", "--out-dir", str(tmp_path), "-q"]
     A.main([*common, "--variant", "p2", "--point", "lr0.003_dropout0.2"])
     A.main([*common, "--variant", "short", "--point", "lr0.001_dropout0.2", "--epochs", "1"])
@@ -425,6 +426,19 @@ def test_a_named_point_run_is_reused_as_that_points_tuning_run(tmp_path):
     assert "from_named_point" not in _read(trained)  # the 1-epoch run is another configuration
     sel = A.select_point(tmp_path, "synthetic", "sasrec")
     assert sel["point_id"] in {"lr0.003_dropout0.2", "lr0.001_dropout0.2"}
+    # final seeds: a named-point run of the chosen point and seed is that seed's final run;
+    # one at the other point is not
+    other = ({"lr0.003_dropout0.2", "lr0.001_dropout0.2"} - {sel["point_id"]}).pop()
+    A.main([*common, "--variant", "chosen", "--point", sel["point_id"], "--seed", "1"])
+    A.main([*common, "--variant", "other", "--point", other, "--seed", "2"])
+    (seed1,) = A.main([*common, "--seed", "1"])
+    final, named1 = _read(seed1), _read(tmp_path / "synthetic" / "sasrec-chosen_seed1.json")
+    assert final["from_named_point"] == "sasrec-chosen_seed1.json" and final["tuning"] is False
+    assert final["name"] == "sasrec" and final["variant"] is None and final["seed"] == 1
+    assert final["test"] == named1["test"] and final["grid"]["selection"]["point_id"] == \
+        sel["point_id"]
+    (seed2,) = A.main([*common, "--seed", "2"])
+    assert "from_named_point" not in _read(seed2)
 
 
 def test_named_point_rows_and_gpu_cost_in_the_tables():
