@@ -135,8 +135,30 @@ class Evaluator:
         num_items = getattr(model, "num_items", None)
         exclude = (mine.ptr, mine.items) if self.exclude_history else None
 
+        # with sampled metrics, one pass: each chunk of full-catalogue scores also yields the
+        # scores of that chunk's [target, negatives] candidates (before: a second model pass)
+        candidates: Tensor | None = None
+        negatives: Tensor | None = None
+        candidate_scores: list[Tensor] = []
+        if self.sampled_negatives is not None:
+            if num_items is None:
+                raise ValueError("sampled metrics need the model's num_items")
+            negatives = self.negatives(stage, num_items, inputs, targets, popularity)
+            candidates = torch.cat([targets[start:end].view(-1, 1), negatives[start:end]], 1)
+
         def score_fn(lo: int, hi: int) -> Tensor:
-            return model.score(sequence_slice(mine, lo, hi))
+            scores = model.score(sequence_slice(mine, lo, hi))
+            if candidates is not None and hi > lo and isinstance(scores, Tensor) \
+                    and scores.dim() == 2 and scores.size(0) == hi - lo:
+                if int(candidates[lo:hi].max()) >= scores.size(1):
+                    raise ValueError(f"candidate ids reach {int(candidates[lo:hi].max())} but "
+                                     f"the scores have only {scores.size(1)} item columns")
+                candidate_scores.append(
+                    scores.detach().gather(1, candidates[lo:hi].to(scores.device)))
+            return scores
+
+        def sampled_fn(lo: int, hi: int, _candidates: Tensor) -> Tensor:
+            return candidate_scores[0][lo:hi]  # joined by the full-ranking pass
 
         def joined(compute: Callable[[], RankCounts]) -> RankCounts:
             empty = torch.zeros(0, dtype=torch.long)
@@ -151,14 +173,15 @@ class Evaluator:
                 out = {"full": joined(lambda: full_ranking_counts(
                     score_fn, targets[start:end], exclude, self.chunk_size, self.progress,
                     num_items=num_items, max_score_bytes=self.max_score_bytes))}
-                if self.sampled_negatives is not None:
-                    if num_items is None:
-                        raise ValueError("sampled metrics need the model's num_items")
-                    negatives = self.negatives(stage, num_items, inputs, targets, popularity)
+                if negatives is not None and end > start:
+                    candidate_scores[:] = [torch.cat(candidate_scores)]
+                    if candidate_scores[0].size(0) != end - start:  # full ranking covers all
+                        raise RuntimeError("the full-ranking pass did not score every user")
+                if negatives is not None:
                     protocol = self.sampled_protocol
                     out[protocol] = joined(lambda: sampled_counts(
-                        score_fn, targets[start:end], negatives[start:end], self.chunk_size,
-                        progress=self.progress, desc=protocol, num_items=num_items))
+                        sampled_fn, targets[start:end], negatives[start:end], self.chunk_size,
+                        score_candidates=True, progress=False, desc=protocol))
         finally:
             if was_training and hasattr(model, "train"):
                 model.train(True)

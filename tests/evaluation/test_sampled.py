@@ -245,3 +245,38 @@ def test_sampled_evaluator_protocol_and_model():
     with pytest.raises(ValueError, match="popularity"):
         Evaluator(sampled_negatives=10, sampled_strategy="popularity").evaluate(model, seqs,
                                                                                 targets)
+
+
+@pytest.mark.parametrize("shard", [None, (4, 19)])
+def test_sampled_metrics_come_from_the_full_ranking_pass(shard):
+    """One model pass serves both protocols: ``score`` runs once per chunk of users (not twice),
+    and the sampled metrics equal :func:`evaluate_sampled` on the same score matrix; with a
+    shard (one process's block of users) too."""
+    from kgseqgraph.data import Sequences
+    from kgseqgraph.evaluation import evaluate_full_ranking
+
+    g = torch.Generator().manual_seed(3)
+    rows, targets = _histories(23, 40, 6, seed=5)
+    seqs = Sequences.from_lists([r.tolist() for r in rows], num_items=40)
+    table = torch.randn(23, 40, generator=g).round(decimals=1)  # ties included
+
+    class Model(torch.nn.Module):
+        num_items = 40
+        calls = 0
+
+        def score(self, sequences):
+            Model.calls += 1
+            return table[sequences.users]
+
+    ev = Evaluator(ks=(1, 5), sampled_negatives=8, chunk_size=5, seed=2)
+    counts = ev.counts(Model(), seqs, targets, shard=shard)
+    lo, hi = shard or (0, 23)
+    assert Model.calls == -(-(hi - lo) // 5)  # one full-ranking pass, no second one
+    m = ev.metrics(counts)
+    negatives = ev.negatives("valid", 40, seqs, targets)
+    ref = evaluate_sampled(table[lo:hi], targets[lo:hi], negatives[lo:hi], ks=(1, 5))
+    assert {k: v for k, v in m.items() if k.startswith("sampled")} == pytest.approx(ref)
+    full = evaluate_full_ranking(lambda a, b: table[lo:hi][a:b], targets[lo:hi],
+                                 (seqs.ptr[lo:hi + 1] - seqs.ptr[lo], seqs.items[
+                                     seqs.ptr[lo]:seqs.ptr[hi]]), ks=(1, 5))
+    assert {k: v for k, v in m.items() if not k.startswith("sampled")} == pytest.approx(full)
