@@ -313,6 +313,7 @@ def variants_block(dataset: str, results: dict[str, Any]) -> str:
     against its model's tuned runs of the same seeds (the tries for a missed target)."""
     src = f"`benchmarks/results/accuracy/{dataset}/*-*.json`"
     names = results.get(dataset, {})
+
     def ablation(run: dict[str, Any]) -> bool:
         return (C.ABLATIONS.get(dataset) == run["model"]
                 and run["variant"] in C.ablation_variants(run["model"]))
@@ -325,11 +326,12 @@ def variants_block(dataset: str, results: dict[str, Any]) -> str:
     header = ["model", "variant", "changes", "seeds", "valid NDCG@10", "test NDCG@10",
               "Δ valid vs tuned (same seeds)", "Δ test vs tuned (same seeds)",
               "best epoch / budget", "converged"]
-    rows = []
+    rows, marked = [], False
     for name, runs in rows_in:
         model = runs[0]["model"]
         base = _model_runs(results, dataset, model)  # tuned, or its named-point stand-in (†)
         mark = " †" if base and _named_point(base[0]) else ""
+        marked = marked or bool(mark)
         deltas = []
         for stage in ("valid", "test"):
             paired = _paired(runs, base, stage)
@@ -339,7 +341,7 @@ def variants_block(dataset: str, results: dict[str, Any]) -> str:
                      fmt_mean_sd(_values(runs, "test", "NDCG@10")), *deltas,
                      _best_epochs(runs), _converged(runs)])
     note = ("\n† against the model's run at a named (untuned) grid point, its only row in the "
-            "main table.\n" if any("†" in r[6] for r in rows) else "")
+            "main table.\n" if marked else "")
     return (_stamp(src) + _table(header, rows, ["l", "l", "l", "l", "r", "r", "r", "r", "l", "l"])
             + note + "\n" + _provenance([r for _, rs in rows_in for r in rs]) + "\n")
 

@@ -157,9 +157,6 @@ class Evaluator:
                     scores.detach().gather(1, candidates[lo:hi].to(scores.device)))
             return scores
 
-        def sampled_fn(lo: int, hi: int, _candidates: Tensor) -> Tensor:
-            return candidate_scores[0][lo:hi]  # joined by the full-ranking pass
-
         def joined(compute: Callable[[], RankCounts]) -> RankCounts:
             empty = torch.zeros(0, dtype=torch.long)
             block = compute() if end > start else RankCounts(empty, empty)
@@ -173,15 +170,11 @@ class Evaluator:
                 out = {"full": joined(lambda: full_ranking_counts(
                     score_fn, targets[start:end], exclude, self.chunk_size, self.progress,
                     num_items=num_items, max_score_bytes=self.max_score_bytes))}
-                if negatives is not None and end > start:
-                    candidate_scores[:] = [torch.cat(candidate_scores)]
-                    if candidate_scores[0].size(0) != end - start:  # full ranking covers all
-                        raise RuntimeError("the full-ranking pass did not score every user")
                 if negatives is not None:
-                    protocol = self.sampled_protocol
-                    out[protocol] = joined(lambda: sampled_counts(
-                        sampled_fn, targets[start:end], negatives[start:end], self.chunk_size,
-                        score_candidates=True, progress=False, desc=protocol))
+                    # [users, 1 + n] candidate scores, gathered chunk by chunk above
+                    out[self.sampled_protocol] = joined(lambda: sampled_counts(
+                        torch.cat(candidate_scores), targets[start:end], negatives[start:end],
+                        score_candidates=True))
         finally:
             if was_training and hasattr(model, "train"):
                 model.train(True)
