@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Yelp accuracy sweep (benchmarks/accuracy.py, the same settings as on CPU) on one GPU, many
 # runs at once, inside a fixed time budget: the tuning grid of the listed models first, then their
-# final seeds (seed 0 is copied from the selected grid point, as always). Runs that finish write
+# final seeds (seed 0 is copied from the selected grid point, as always), then the KATRec
+# ablations at KATRec's chosen point (when katrec is listed). Runs that finish write
 # their result JSON; a run still going at the deadline is stopped and leaves nothing but its log
 # (epoch times included). Running it again skips every run whose JSON the tree holds.
 #
@@ -12,13 +13,15 @@
 # tests' junit file when CUDA_TESTS=1). Results go to $RESULTS (default the committed
 # benchmarks/results/accuracy), so runs already committed are skipped: a GPU machine keeps
 # nothing between calls (seen 2026-12-04), the working tree it receives is what carries progress.
-# Environment: PYTHON, DATASET (yelp), DEVICE (cuda), CUDA_TESTS=1 and CUDA_TESTS_SECONDS.
+# Environment: PYTHON, DATASET (yelp; beauty and ml-100k run the same way), DEVICE (cuda),
+# PHASES ("tune final ablation": the sweep phases, in order), CUDA_TESTS=1 and CUDA_TESTS_SECONDS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:?usage: gpu_yelp.sh OUT_DIR [BUDGET_SECONDS] [JOBS] [MODEL ...]}"
 BUDGET="${2:-520}"; JOBS="${3:-10}"; shift $(( $# < 3 ? $# : 3 ))
 MODELS=("$@"); [ ${#MODELS[@]} -eq 0 ] && MODELS=(katrec bert4rec sasrec kg-sasrec gru4rec pop)
 RESULTS="${RESULTS:-benchmarks/results/accuracy}"; DATASET="${DATASET:-yelp}"; DEVICE="${DEVICE:-cuda}"
+PHASES="${PHASES:-tune final ablation}"
 START=$(date +%s); DEADLINE=$((START + BUDGET))
 mkdir -p "$OUT" "$RESULTS" .devruns/logs; touch .devruns/start
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -49,8 +52,7 @@ if [ "${CUDA_TESTS:-0}" = 1 ]; then
       --junitxml=.devruns/logs/cuda_tests.xml tests/cuda > .devruns/logs/cuda_tests.log 2>&1
     echo "cuda tests rc=$? $(tail -1 .devruns/logs/cuda_tests.log)" ) &
 fi
-echo "== tune ($(left)s left)"; plan tune | run_jobs
-echo "== final ($(left)s left)"; plan final | run_jobs
+for phase in $PHASES; do echo "== $phase ($(left)s left)"; plan "$phase" | run_jobs; done
 wait
 echo "== done ($(left)s left)"
 find "$RESULTS" -name "*.json" -newer .devruns/start -print0 | tar -czf "$OUT/results.tar.gz" --null -T -
