@@ -108,11 +108,37 @@ def _best_epochs(runs: list[dict[str, Any]]) -> str:
     return ", ".join(f"{r['best_epoch']}/{r['budget']['epochs']}" for r in runs)
 
 
+def _late_rise(run: dict[str, Any]) -> tuple[int, float] | None:
+    """``(cut, rise)``: how much the run's best validation score exceeds its score at the last
+    evaluated epoch ``cut`` at or before ``CONVERGED_FRACTION`` of the budget (relative; the
+    gain the run still made in the last fifth). ``None`` without such an epoch."""
+    key = f"valid_{run.get('config', {}).get('train', {}).get('valid_metric', 'NDCG@10')}"
+    scores = {h["epoch"]: h[key] for h in run.get("history") or [] if h.get(key) is not None}
+    limit = C.CONVERGED_FRACTION * run["budget"]["epochs"]
+    before = [e for e in scores if e <= limit]
+    if not before or not scores:
+        return None
+    cut = max(before)
+    if scores[cut] <= 0:
+        return None
+    return cut, max(scores.values()) / scores[cut] - 1
+
+
 def _converged(runs: list[dict[str, Any]]) -> str:
+    """``yes``, or the seeds that peaked in the last fifth of the budget with the mean relative
+    rise of their validation score after the cut (how far from a plateau they stopped)."""
     if all(r.get("converged") is None for r in runs):
         return "–"
-    bad = [str(r["seed"]) for r in runs if r.get("converged") is False]
-    return "yes" if not bad else f"no: seed{'s' if len(bad) > 1 else ''} " + ", ".join(bad)
+    bad = [r for r in runs if r.get("converged") is False]
+    if not bad:
+        return "yes"
+    out = f"no: seed{'s' if len(bad) > 1 else ''} " + ", ".join(str(r["seed"]) for r in bad)
+    rises = [x for x in map(_late_rise, bad) if x is not None]
+    if rises:
+        cuts = sorted({c for c, _ in rises})
+        mean = statistics.fmean(r for _, r in rises)
+        out += f" (valid {mean * 100:+.1f} % after epoch {'/'.join(map(str, cuts))})"
+    return out
 
 
 def _on_gpu(run: dict[str, Any]) -> bool:

@@ -574,3 +574,25 @@ def test_tries_plan_and_the_variants_table(runs):
     delta = rec["test"]["NDCG@10"] - tuned["test"]["NDCG@10"]
     assert "`train.warmup_ratio=0.1`" in row and f"| {delta:+.4f} |" in row
     assert "No variant runs" in M.variants_block("beauty", results)
+
+
+def test_converged_cell_reports_the_validation_rise_in_the_last_fifth():
+    def run(seed, scores, best, converged):
+        r = _fake_run("yelp", "bert4rec", seed, max(scores), _metrics(0.02), best,
+                      epochs=len(scores), converged=converged)
+        r["history"] = [{"epoch": e + 1, "valid_NDCG@10": v} for e, v in enumerate(scores)]
+        return r
+
+    # budget 10: the cut is epoch 8; seed 0 rises 0.020 -> 0.022 (+10 %), seed 1 0.04 -> 0.046
+    rising = run(0, [0.01] * 7 + [0.020, 0.021, 0.022], 10, False)
+    also = run(1, [0.02] * 7 + [0.040, 0.046, 0.045], 9, False)
+    flat = run(2, [0.01, 0.03] + [0.02] * 8, 2, True)
+    assert M._late_rise(rising) == (8, pytest.approx(0.10))
+    assert M._converged([rising, also, flat]) == "no: seeds 0, 1 (valid +12.5 % after epoch 8)"
+    assert M._converged([flat]) == "yes"
+    no_history = dict(rising, history=[])
+    assert M._converged([no_history]) == "no: seed 0"  # older records without a history
+    # evaluated every 3 epochs: the last evaluation at or before the cut is the reference
+    sparse = dict(rising, history=[{"epoch": e, "valid_NDCG@10": v}
+                                   for e, v in [(3, 0.01), (6, 0.02), (9, 0.025)]])
+    assert M._late_rise(sparse) == (6, pytest.approx(0.25))
