@@ -221,7 +221,8 @@ class SequentialModel(SequentialRecommender):
         if self.head is not None:
             h, weight = PredictionHead.augment(self.head(h), weight, self.head.output_bias)
         # full-catalogue softmax CE; the [targets, N] logits are processed in blocks when they
-        # exceed a memory budget (exactly F.cross_entropy(h @ weight.t(), …) below it)
+        # exceed a memory budget (exactly F.cross_entropy(h @ weight.t(), …) below it), and on
+        # the CPU in cache-sized blocks, which is faster (see kgseqgraph.nn.losses)
         denominator = batch.get("loss_denominator")  # set by shard_batch (several processes)
         smoothing = self.config.label_smoothing
         if denominator is None:

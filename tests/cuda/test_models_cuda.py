@@ -195,3 +195,25 @@ def test_katrec_runs_the_triton_kernels_on_cuda(device, data_split):
     finally:
         tk.aggregate_fwd = real
     assert calls and set(calls) == {"cuda"}
+
+
+def test_catalogue_cross_entropy_keeps_one_pass_on_the_gpu():
+    """The CPU's cache-sized blocks are a CPU choice: on the GPU, logits within
+    ``max_logit_bytes`` take the one-pass ``F.cross_entropy`` path, bit for bit."""
+    import torch.nn.functional as F
+
+    from cudatest import device_under_test
+
+    from kgseqgraph.nn.losses import DEFAULT_CPU_BLOCK_BYTES, catalogue_cross_entropy
+
+    dev = device_under_test()
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(70, 8, generator=g).to(dev)
+    w = torch.randn(20_000, 8, generator=g).to(dev)
+    y = torch.randint(0, 20_000, (70,), generator=g).to(dev)
+    assert 70 * 20_000 * 4 > DEFAULT_CPU_BLOCK_BYTES
+    out, ref = catalogue_cross_entropy(h, w, y), F.cross_entropy(h @ w.t(), y)
+    if dev.type == "cpu":  # KGSEQGRAPH_CUDA_TESTS_ON_CPU: the CPU path blocks
+        assert torch.allclose(out, ref, rtol=1e-6)
+    else:
+        assert torch.equal(out, ref)

@@ -5,7 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kgseqgraph.nn.losses import DEFAULT_MAX_LOGIT_BYTES, catalogue_cross_entropy
+from kgseqgraph.nn.losses import (
+    DEFAULT_CPU_BLOCK_BYTES,
+    DEFAULT_MAX_LOGIT_BYTES,
+    catalogue_cross_entropy,
+)
 
 
 def _case(m=37, n=53, d=8, dtype=torch.float64, seed=0):
@@ -78,3 +82,24 @@ def test_label_smoothing_equals_torch_label_smoothing(reduction, budget):
         assert torch.allclose(g, r, rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="label_smoothing"):
         catalogue_cross_entropy(h, w, y, label_smoothing=1.0)
+
+
+def test_cpu_tensors_run_in_cache_sized_blocks():
+    """On the CPU, logits above ``cpu_block_bytes`` go through the blocked path even within
+    ``max_logit_bytes`` (a speed choice): same value and gradients to float rounding;
+    ``cpu_block_bytes=None`` and ``max_logit_bytes=None`` keep the one-pass path, bit for bit."""
+    h, w, y = _case(m=70, n=20_000, d=8, dtype=torch.float32)
+    assert DEFAULT_CPU_BLOCK_BYTES < 70 * 20_000 * 4 <= DEFAULT_MAX_LOGIT_BYTES
+    ref = F.cross_entropy(h @ w.t(), y)
+    ref_grads = torch.autograd.grad(ref, (h, w))
+    out = catalogue_cross_entropy(h, w, y)
+    assert out.grad_fn.name() != ref.grad_fn.name()  # the blocked autograd function, not nll
+    assert torch.allclose(out, ref, rtol=1e-6)
+    for g, r in zip(torch.autograd.grad(out, (h, w)), ref_grads):  # float32 rounding
+        assert (g - r).abs().max() <= 1e-5 * r.abs().max()
+    for opt_out in ({"cpu_block_bytes": None}, {"max_logit_bytes": None}):
+        one_pass = catalogue_cross_entropy(h, w, y, **opt_out)
+        assert torch.equal(one_pass, ref) and one_pass.grad_fn.name() == ref.grad_fn.name()
+    # a smaller block budget: smaller blocks, the same loss
+    small = catalogue_cross_entropy(h, w, y, cpu_block_bytes=2 * 3 * 20_000 * 4)
+    assert torch.allclose(small, ref, rtol=1e-6)
