@@ -1,7 +1,7 @@
 """CPU training step: the catalogue cross-entropy in cache-sized blocks vs in one pass.
 
     python benchmarks/bench_catalogue_ce.py [--dataset yelp] [--models sasrec,bert4rec]
-        [--steps 5] [--rounds 3] [--threads 1]
+        [--steps 5] [--rounds 3] [--threads 1] [--out benchmarks/results/speed/catalogue_ce_yelp.json]
 
 ``catalogue_cross_entropy`` processes CPU logits in blocks of ``DEFAULT_CPU_BLOCK_BYTES``
 (``kgseqgraph/nn/losses.py``). The baseline of the same run is the one-pass path the library used
@@ -11,7 +11,7 @@ path GPUs keep). Each model is built with the accuracy sweep's options for the d
 sweep's size; the two paths alternate ``--rounds`` times over the same batches, ``--steps`` optimiser
 steps each, and the best seconds a step of each path are compared (``speedup`` = one-pass /
 blocked). Before timing, the two paths' losses on one batch are compared (``loss_rel_diff``).
-Prints one JSON object.
+Prints one JSON object (``--out`` also writes it, atomically).
 """
 from __future__ import annotations
 
@@ -57,14 +57,13 @@ def bench_model(name: str, dataset: str, split, steps: int, rounds: int) -> dict
     def loss_of(batch: dict) -> torch.Tensor:
         return model.loss(batch)["loss"]
 
-    torch.manual_seed(1)
-    losses = {}
-    for path, fn in PATHS.items():
-        sequential.catalogue_cross_entropy = fn
-        torch.manual_seed(1)  # the same dropout masks on both paths
-        losses[path] = float(loss_of(batches[0]))
-    best = {path: float("inf") for path in PATHS}
+    losses, best = {}, {path: float("inf") for path in PATHS}
     try:
+        for path, fn in PATHS.items():
+            sequential.catalogue_cross_entropy = fn
+            torch.manual_seed(1)  # the same dropout masks on both paths
+            with torch.no_grad():
+                losses[path] = float(loss_of(batches[0]))
         for _ in range(rounds):
             for path, fn in PATHS.items():
                 sequential.catalogue_cross_entropy = fn
@@ -93,19 +92,27 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     split = leave_one_out(A.load_graph(args.dataset, args.root))
     rows = {m: bench_model(m, args.dataset, split, args.steps, args.rounds)
             for m in args.models.split(",")}
-    print(json.dumps({
+    text = json.dumps({
         "benchmark": "catalogue_ce_cpu_blocks", "dataset": args.dataset,
         "baseline": "one_pass (cpu_block_bytes=None: F.cross_entropy over all logits)",
         "cpu_block_bytes": DEFAULT_CPU_BLOCK_BYTES, "steps": args.steps, "rounds": args.rounds,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.machine(),
         "command": "python benchmarks/bench_catalogue_ce.py " + " ".join(argv or sys.argv[1:]),
-        **A.git_state(), "models": rows}, indent=2))
+        **A.git_state(), "models": rows}, indent=2)
+    print(text)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text + "\n")
+        tmp.replace(out)
 
 
 if __name__ == "__main__":
