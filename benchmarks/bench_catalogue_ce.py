@@ -98,21 +98,17 @@ def main(argv: list[str] | None = None) -> None:
     split = leave_one_out(A.load_graph(args.dataset, args.root))
     rows = {m: bench_model(m, args.dataset, split, args.steps, args.rounds)
             for m in args.models.split(",")}
-    text = json.dumps({
+    result = {
         "benchmark": "catalogue_ce_cpu_blocks", "dataset": args.dataset,
         "baseline": "one_pass (cpu_block_bytes=None: F.cross_entropy over all logits)",
         "cpu_block_bytes": DEFAULT_CPU_BLOCK_BYTES, "steps": args.steps, "rounds": args.rounds,
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "machine": platform.machine(),
         "command": "python benchmarks/bench_catalogue_ce.py " + " ".join(argv or sys.argv[1:]),
-        **A.git_state(), "models": rows}, indent=2)
-    print(text)
+        **A.git_state(), "models": rows}
+    print(json.dumps(result, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        A.write_result(result, Path(args.out))
 
 
 if __name__ == "__main__":

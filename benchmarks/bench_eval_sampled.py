@@ -105,14 +105,9 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup": best["two_pass"] / best["one_pass"],
         "identical_counts": identical,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(text + "\n")
-        tmp.replace(out)
+        A.write_result(result, Path(args.out))  # atomic (tmp file + os.replace)
     if not identical:
         raise SystemExit("the two routes gave different rank counts")
     return result

@@ -116,7 +116,7 @@ def _late_rise(run: dict[str, Any]) -> tuple[int, float] | None:
     scores = {h["epoch"]: h[key] for h in run.get("history") or [] if h.get(key) is not None}
     limit = C.CONVERGED_FRACTION * run["budget"]["epochs"]
     before = [e for e in scores if e <= limit]
-    if not before or not scores:
+    if not before:
         return None
     cut = max(before)
     if scores[cut] <= 0:
